@@ -1,0 +1,85 @@
+"""Per-step cost of `update` on the 1.7M-parameter Nature encoder, relative to one forward +
+backward of a batch of 80 84x84x4 frames, on one CPU thread (issue 2; target <= 3%).
+
+    python benchmarks/leap_overhead.py [--repeats 60]
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import time
+
+import torch
+
+from leap_ray.meta import make_meta_learner
+from leap_ray.models import ActorCritic, make_encoder
+
+
+def timed(fn, repeats: int) -> float:
+    """Median seconds of `fn()` over `repeats` calls, after 5 warm-up calls."""
+    for _ in range(5):
+        fn()
+    samples = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - start)
+    return statistics.median(samples)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--repeats", type=int, default=60)
+    parser.add_argument("--batch", type=int, default=80)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    model = ActorCritic(make_encoder("nature", (4, 84, 84)), num_actions=6)
+    opt = torch.optim.RMSprop(model.parameters(), lr=1e-4, eps=1e-4, alpha=0.99)
+    frames = torch.randint(0, 256, (args.batch, 4, 84, 84), dtype=torch.uint8)
+    n_params = sum(p.numel() for p in model.encoder.parameters())
+
+    def forward_backward():
+        logits, value = model(frames)
+        loss = logits.logsumexp(-1).mean() + value.pow(2).mean()
+        loss.backward()
+        return loss
+
+    compute = timed(forward_backward, args.repeats)
+    print(
+        f"machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
+        f"1 thread; encoder parameters: {n_params:,}"
+    )
+    print(f"forward+backward, batch {args.batch}: {compute * 1e3:.2f} ms")
+    variants = [("leap", m, lt, True) for m in ("energy", "length") for lt in (True, False)]
+    variants.append(("reptile", "energy", False, False))
+    for algorithm, metric, loss_term, stabilizer in variants:
+        learner = make_meta_learner(
+            algorithm,
+            model.encoder,
+            metric=metric,
+            loss_term=loss_term,
+            stabilizer=stabilizer,
+            prefix="encoder.",
+        )
+        learner.init_task()
+        opt.zero_grad()
+        loss = forward_backward()
+
+        def update_and_step(learner=learner, loss=loss):
+            learner.update(loss, model)
+            opt.step()  # the path must move, or a zero step is cheaper than a real one
+
+        step_only = timed(opt.step, args.repeats)
+        cost = timed(update_and_step, args.repeats) - step_only
+        name = algorithm if algorithm == "reptile" else f"leap {metric} loss_term={loss_term}"
+        print(
+            f"{name:<34} update: {cost * 1e3:6.3f} ms = {100 * cost / compute:5.2f}% "
+            f"of forward+backward"
+        )
+
+
+if __name__ == "__main__":
+    main()

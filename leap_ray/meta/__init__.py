@@ -1,0 +1,42 @@
+"""Meta-gradient maths: torch only, no Ray, no environments."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from torch import nn
+
+from leap_ray.meta.base import PathMetaLearner, TensorLike
+from leap_ray.meta.leap import METRICS, Leap
+from leap_ray.meta.partial import PartialMetaGradient
+from leap_ray.meta.reptile import Reptile
+
+ALGORITHMS = ("leap", "reptile")
+
+
+def make_meta_learner(
+    algorithm: str,
+    init: nn.Module | Mapping[str, TensorLike],
+    *,
+    metric: str = "length",
+    loss_term: bool = True,
+    stabilizer: bool = True,
+    prefix: str = "",
+) -> PathMetaLearner:
+    """Leap or Reptile by name; both yield `PartialMetaGradient`s."""
+    if algorithm == "leap":
+        return Leap(init, metric=metric, loss_term=loss_term, stabilizer=stabilizer, prefix=prefix)
+    if algorithm == "reptile":
+        return Reptile(init, prefix=prefix)
+    raise ValueError(f"meta algorithm must be one of {ALGORITHMS}, got {algorithm!r}")
+
+
+__all__ = [
+    "ALGORITHMS",
+    "METRICS",
+    "Leap",
+    "PartialMetaGradient",
+    "PathMetaLearner",
+    "Reptile",
+    "make_meta_learner",
+]

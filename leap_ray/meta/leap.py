@@ -1,0 +1,127 @@
+"""Leap's pull-forward meta-gradient (Flennerhag et al., ICLR 2019, arXiv 1812.01054, eq. 6-8).
+
+For a task path theta_0 .. theta_K with losses l_i and task gradients g_i, each segment adds
+    -(d_theta + d_l * g_i)                         (energy metric; the paper's 2 is in the meta lr)
+    -(d_theta + d_l * g_i) / sqrt(|d_theta|^2 + d_l^2)   (length metric)
+with d_theta = theta_{i+1} - theta_i, d_l = l_{i+1} - l_i, d_l -> -|d_l| under the stabilizer and
+d_l = 0 without the loss term. The Jacobian of theta_i w.r.t. the initialization is taken as the
+identity (appendix B). Unlike the authors' code we also add the last segment theta_{K-1} -> theta_K
+(`finish_task`).
+
+Cost per `update`: the energy metric never forms d_theta (the sum of d_theta telescopes to
+theta_K - theta_0, settled in `take_partial`), so it touches only the stored gradient; the length
+metric needs d_theta's norm each step and keeps theta_i.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+import torch
+from torch import nn
+
+from leap_ray.meta.base import PathMetaLearner, TensorLike
+
+METRICS = ("length", "energy")
+
+
+class Leap(PathMetaLearner):
+    """Call `update(loss, module)` after `backward()` and before `optimizer.step()`."""
+
+    def __init__(
+        self,
+        init: nn.Module | Mapping[str, TensorLike],
+        *,
+        metric: str = "length",
+        loss_term: bool = True,
+        stabilizer: bool = True,
+        prefix: str = "",
+    ) -> None:
+        if metric not in METRICS:
+            raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
+        super().__init__(init, prefix=prefix)
+        self.metric = metric
+        self.loss_term = loss_term
+        self.stabilizer = stabilizer
+        self.init_task()
+
+    def init_task(self) -> None:
+        super().init_task()
+        self._acc: list[torch.Tensor] | None = None
+        self._prev_theta: list[torch.Tensor] | None = None  # length metric: theta_i
+        self._prev_grad: list[torch.Tensor] | None = None  # loss term: g_i
+        self._prev_loss: float | None = None
+
+    @torch.no_grad()
+    def update(self, loss: torch.Tensor | float, module: nn.Module) -> None:
+        """Record (theta_i, l_i, g_i) and close the segment theta_{i-1} -> theta_i."""
+        theta = self._theta(module)
+        loss_value = float(loss)
+        if self._prev_loss is None:
+            self._start_path(theta)
+        else:
+            self._add_segment(theta, loss_value)
+        if self.loss_term:
+            self._store_grad(module)
+        self._prev_loss = loss_value
+
+    def _start_path(self, theta: list[torch.Tensor]) -> None:
+        self._acc = [torch.zeros_like(t) for t in theta]
+        if self.metric == "energy":
+            self._anchor = [t.clone() for t in theta]
+        else:
+            self._prev_theta = [t.clone() for t in theta]
+        if self.loss_term:
+            self._prev_grad = [torch.zeros_like(t) for t in theta]
+
+    def _loss_delta(self, loss_next: float) -> float:
+        if not self.loss_term:
+            return 0.0
+        d_loss = loss_next - self._prev_loss
+        return -abs(d_loss) if self.stabilizer else d_loss
+
+    def _add_segment(self, theta_next: list[torch.Tensor], loss_next: float) -> None:
+        d_loss = self._loss_delta(loss_next)
+        if self.metric == "length":
+            neg_d_theta = self._prev_theta  # reused in place: theta_i - theta_{i+1}
+            torch._foreach_sub_(neg_d_theta, theta_next)
+            sq_norm = sum(float(n) ** 2 for n in torch._foreach_norm(neg_d_theta))
+            length = math.sqrt(sq_norm + d_loss * d_loss)
+            if length > 0.0:  # a zero step with a flat loss adds nothing (0/0 taken as 0)
+                if d_loss != 0.0:
+                    torch._foreach_add_(neg_d_theta, self._prev_grad, alpha=-d_loss)
+                torch._foreach_add_(self._acc, neg_d_theta, alpha=1.0 / length)
+            torch._foreach_copy_(self._prev_theta, theta_next)
+        elif d_loss != 0.0:  # energy: the d_theta part telescopes, settled at take time
+            torch._foreach_add_(self._acc, self._prev_grad, alpha=-d_loss)
+        self._segments += 1
+
+    def _store_grad(self, module: nn.Module) -> None:
+        stored, live = [], []
+        for buffer, p in zip(self._prev_grad, self._tracked(module), strict=True):
+            if p.grad is None:  # a parameter the loss does not reach: g_i = 0
+                buffer.zero_()
+            else:
+                stored.append(buffer)
+                live.append(p.grad.detach())
+        if stored:
+            torch._foreach_copy_(stored, live)
+
+    @torch.no_grad()
+    def _close_path(self, module: nn.Module, loss: torch.Tensor | float | None) -> None:
+        if self._prev_loss is None:
+            return
+        loss_next = self._prev_loss if loss is None else float(loss)
+        self._add_segment(self._theta(module), loss_next)
+        self._prev_loss = None
+
+    @torch.no_grad()
+    def _take_increments(self, theta: list[torch.Tensor]) -> list[torch.Tensor]:
+        if self._acc is None:
+            return [torch.zeros_like(t) for t in theta]
+        increments = self._acc
+        if self.metric == "energy":
+            torch._foreach_add_(increments, self._telescoped_displacement(theta))
+        self._acc = [torch.zeros_like(t) for t in theta]
+        return increments

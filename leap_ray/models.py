@@ -1,0 +1,79 @@
+"""The actor-critic network: a meta-learned encoder and per-game policy/value heads.
+
+Encoders: the paper's (Mnih et al. 2013: conv 16 8x8/4, conv 32 4x4/2, fc 256), the Nature-DQN
+one (Mnih et al. 2015), and an MLP for vector observations. Only `encoder.*` is meta-learned;
+heads are sized to each game's minimal action set and start fresh per task.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+ENCODERS = ("mnih2013", "nature", "mlp")
+ENCODER_PREFIX = "encoder."
+
+
+def _conv_out(encoder: nn.Module, in_shape: tuple[int, ...]) -> int:
+    with torch.no_grad():
+        return int(encoder(torch.zeros(1, *in_shape)).shape[1])
+
+
+class ConvEncoder(nn.Module):
+    """uint8 frames [B, C, 84, 84] -> features [B, F]; scaling to [0, 1] happens here."""
+
+    def __init__(self, layers: list[tuple[int, int, int]], hidden: int, obs_shape: tuple[int, ...]):
+        super().__init__()
+        convs: list[nn.Module] = []
+        channels = obs_shape[0]
+        for out_channels, kernel, stride in layers:
+            convs += [nn.Conv2d(channels, out_channels, kernel, stride), nn.ReLU()]
+            channels = out_channels
+        self.convs = nn.Sequential(*convs, nn.Flatten())
+        self.fc = nn.Linear(_conv_out(self.convs, obs_shape), hidden)
+        self.out_features = hidden
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.fc(self.convs(obs.float() / 255.0)))
+
+
+class MLPEncoder(nn.Module):
+    def __init__(self, obs_shape: tuple[int, ...], hidden: int = 64):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Linear(obs_shape[0], hidden), nn.Tanh(), nn.Linear(hidden, hidden), nn.Tanh()
+        )
+        self.out_features = hidden
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.net(obs.float())
+
+
+def make_encoder(name: str, obs_shape: tuple[int, ...]) -> nn.Module:
+    if name == "mnih2013":
+        return ConvEncoder([(16, 8, 4), (32, 4, 2)], 256, obs_shape)
+    if name == "nature":
+        return ConvEncoder([(32, 8, 4), (64, 4, 2), (64, 3, 1)], 512, obs_shape)
+    if name == "mlp":
+        return MLPEncoder(obs_shape)
+    raise ValueError(f"encoder must be one of {ENCODERS}, got {name!r}")
+
+
+class ActorCritic(nn.Module):
+    """Shared encoder, linear policy and value heads (the paper's actor-critic)."""
+
+    def __init__(self, encoder: nn.Module, num_actions: int):
+        super().__init__()
+        self.encoder = encoder
+        self.policy = nn.Linear(encoder.out_features, num_actions)
+        self.value = nn.Linear(encoder.out_features, 1)
+
+    def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """obs [B, ...] -> (logits [B, A], value [B])."""
+        features = self.encoder(obs)
+        return self.policy(features), self.value(features).squeeze(-1)
+
+
+def encoder_state(model: ActorCritic) -> dict[str, torch.Tensor]:
+    """The meta-learned part, named as the initialization names it (without the prefix)."""
+    return {name: p.detach().cpu().clone() for name, p in model.encoder.named_parameters()}

@@ -1,0 +1,36 @@
+"""The import direction: maths (torch) <- learner (gymnasium, ale-py) <- Ray actors <- CLI."""
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parent.parent / "leap_ray"
+RAY_FREE = ["meta", "models.py", "a2c.py", "envs.py", "games.py", "config.py"]
+
+
+def imported_modules(path: Path) -> set[str]:
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module.split(".")[0] if node.level == 0 else node.module)
+    return names
+
+
+def files(entry: str) -> list[Path]:
+    path = PACKAGE / entry
+    return sorted(path.rglob("*.py")) if path.is_dir() else [path] if path.exists() else []
+
+
+def test_meta_core_imports_only_torch_and_numpy():
+    checked = files("meta")
+    assert checked, "leap_ray/meta has no modules"
+    allowed = {"torch", "numpy", "leap_ray", "__future__", "math", "collections", "dataclasses"}
+    for path in checked:
+        assert imported_modules(path) <= allowed, f"{path.name}: {imported_modules(path) - allowed}"
+
+
+def test_learner_layers_do_not_import_ray():
+    for entry in RAY_FREE:
+        for path in files(entry):
+            assert "ray" not in imported_modules(path), f"{path.name} imports ray"

@@ -1,0 +1,240 @@
+"""Leap's accumulated meta-gradient against autograd of the frozen pull-forward objective.
+
+With the path translated with the initialization, theta_i(phi) = phi + (theta_i - theta_0), the
+Jacobian is exactly the identity and the paper's formula is the exact gradient of
+    F(phi) = sum_i D(theta_{i+1} - theta_i(phi), l~_{i+1} - f_i(theta_i(phi)))
+with frozen targets (theta_{i+1}, l~_{i+1} = l_i + d_l, d_l stabilized), D the Euclidean length
+or half the squared length (energy), and f_i the loss of minibatch i.
+"""
+
+import itertools
+
+import pytest
+import torch
+from torch import nn
+from torch.func import functional_call
+
+from leap_ray.meta import Leap, PartialMetaGradient, Reptile, make_meta_learner
+
+
+class Net(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.encoder = nn.Sequential(nn.Linear(3, 5), nn.Tanh(), nn.Linear(5, 4), nn.Tanh())
+        self.head = nn.Linear(4, 2)
+
+    def forward(self, x):
+        return self.head(self.encoder(x))
+
+
+def batch(i):
+    g = torch.Generator().manual_seed(100 + i)
+    return torch.randn(6, 3, generator=g), torch.randn(6, 2, generator=g)
+
+
+def loss_at(model, params, i):
+    dtype = next(iter(params.values())).dtype
+    x, y = (t.to(dtype) for t in batch(i))
+    return ((functional_call(model, params, (x,)) - y) ** 2).mean()
+
+
+def record_path(metric, loss_term, stabilizer, steps=7, take_every=3):
+    """Train with Adam (so losses rise and fall), streaming partials every `take_every` steps."""
+    torch.manual_seed(0)
+    model = Net()
+    leap = Leap(
+        model.encoder, metric=metric, loss_term=loss_term, stabilizer=stabilizer, prefix="encoder."
+    )
+    opt = torch.optim.Adam(model.parameters(), lr=0.3)
+    path, partials = [], []
+    leap.init_task()
+    leap.to(model)
+    for i in range(steps):
+        path.append({k: v.detach().clone() for k, v in model.named_parameters()})
+        loss = loss_at(model, dict(model.named_parameters()), i)
+        loss.backward()
+        leap.update(loss, model)
+        opt.step()
+        opt.zero_grad()
+        if (i + 1) % take_every == 0:
+            partials.append(leap.take_partial(model))
+    path.append({k: v.detach().clone() for k, v in model.named_parameters()})
+    final_loss = loss_at(model, dict(model.named_parameters()), steps)
+    partials.append(leap.finish_task(model, final_loss))
+    return model, path, PartialMetaGradient.sum(partials)
+
+
+def reference_gradient(model, path, metric, loss_term, stabilizer):
+    tracked = [n for n in path[0] if n.startswith("encoder.")]
+    phi = {n: path[0][n].double().clone().requires_grad_(True) for n in tracked}
+    model = model.double()
+    objective = 0.0
+    for i in range(len(path) - 1):
+        params = {n: v.double() for n, v in path[i].items()}
+        params.update({n: phi[n] + (path[i][n] - path[0][n]).double() for n in tracked})
+        loss_i = loss_at(model, params, i)
+        next_params = {n: v.double() for n, v in path[i + 1].items()}
+        with torch.no_grad():
+            d_loss = loss_at(model, next_params, i + 1) - loss_i
+            target_loss = loss_i + (-d_loss.abs() if stabilizer else d_loss)
+        sq = sum(((next_params[n] - params[n]) ** 2).sum() for n in tracked)
+        if loss_term:
+            sq = sq + (target_loss - loss_i) ** 2
+        objective = objective + (sq.sqrt() if metric == "length" else 0.5 * sq)
+    objective.backward()
+    return {n[len("encoder.") :]: phi[n].grad for n in tracked}
+
+
+@pytest.mark.parametrize(
+    "metric,loss_term,stabilizer",
+    list(itertools.product(["length", "energy"], [True, False], [True, False])),
+)
+def test_meta_gradient_equals_autograd_of_frozen_objective(metric, loss_term, stabilizer):
+    model, path, total = record_path(metric, loss_term, stabilizer)
+    expected = reference_gradient(model, path, metric, loss_term, stabilizer)
+    losses = [loss_at(model, {n: v.double() for n, v in p.items()}, i) for i, p in enumerate(path)]
+    d_losses = [b - a for a, b in zip(losses, losses[1:], strict=False)]
+    assert min(d_losses) < 0 < max(d_losses), "the path must both raise and lower the loss"
+    assert total.num_segments == len(path) - 1
+    assert total.num_tasks == 1
+    assert set(total.grads) == set(expected) and len(expected) == 4
+    for name, grad in expected.items():
+        assert grad.abs().max() > 1e-3, "reference gradient is trivially zero"
+        torch.testing.assert_close(total.grads[name].double(), grad, rtol=1e-4, atol=1e-5)
+
+
+def single_segment(loss_values, step, metric="length", loss_term=True, stabilizer=True):
+    """A one-parameter path theta_0 = 1 -> theta_1 = 1 + step with scripted losses and g_0 = 2."""
+    module = nn.Linear(1, 1, bias=False)
+    with torch.no_grad():
+        module.weight.fill_(1.0)
+    leap = Leap(module, metric=metric, loss_term=loss_term, stabilizer=stabilizer)
+    leap.init_task()
+    module.weight.grad = torch.full((1, 1), 2.0)
+    leap.update(torch.tensor(loss_values[0]), module)
+    with torch.no_grad():
+        module.weight.add_(step)
+    return leap.finish_task(module, loss_values[1]).grads["weight"].item()
+
+
+def test_stabilizer_flips_a_rising_loss():
+    # d_theta = 0.3, d_l = +0.4 -> stabilized -0.4: -(0.3 - 0.4 * 2) / 0.5 = 1.0
+    assert single_segment((1.0, 1.4), 0.3) == pytest.approx(1.0)
+    # without the stabilizer the rising loss pushes the other way: -(0.3 + 0.8) / 0.5
+    assert single_segment((1.0, 1.4), 0.3, stabilizer=False) == pytest.approx(-2.2)
+    # a falling loss is untouched by the stabilizer
+    assert single_segment((1.4, 1.0), 0.3) == single_segment((1.4, 1.0), 0.3, stabilizer=False)
+
+
+def test_energy_metric_and_loss_term_off():
+    assert single_segment((1.0, 1.4), 0.3, metric="energy") == pytest.approx(0.5)
+    assert single_segment((1.0, 1.4), 0.3, loss_term=False) == pytest.approx(-1.0)
+
+
+def test_zero_step_with_flat_loss_adds_nothing_and_stays_finite():
+    assert single_segment((1.0, 1.0), 0.0) == 0.0
+    assert single_segment((1.0, 1.0), 0.0, loss_term=False) == 0.0
+    # a zero parameter step with a changing loss still pulls along the gradient
+    assert single_segment((1.0, 0.5), 0.0) == pytest.approx(-(0 - 0.5 * 2) / 0.5)
+
+
+def test_parameter_without_gradient_counts_as_zero_gradient():
+    torch.manual_seed(1)
+    model = nn.ModuleDict({"used": nn.Linear(2, 1), "unused": nn.Linear(2, 1)})
+    leap = Leap(model, metric="energy")
+    leap.init_task()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    for i in range(3):
+        loss = model["used"](batch(i)[0][:, :2]).pow(2).mean()
+        loss.backward()
+        assert model["unused"].weight.grad is None
+        leap.update(loss, model)
+        opt.step()
+        opt.zero_grad()
+    partial = leap.finish_task(model, None)
+    assert partial.is_finite()
+    assert torch.count_nonzero(partial.grads["unused.weight"]) == 0
+    assert torch.count_nonzero(partial.grads["used.weight"]) > 0
+
+
+def test_energy_without_loss_term_is_reptile():
+    _, _, leap_total = record_path("energy", False, False)
+    torch.manual_seed(0)
+    model = Net()
+    reptile = Reptile(model.encoder, prefix="encoder.")
+    opt = torch.optim.Adam(model.parameters(), lr=0.3)
+    reptile.init_task()
+    for i in range(7):
+        loss = loss_at(model, dict(model.named_parameters()), i)
+        loss.backward()
+        reptile.update(loss, model)
+        opt.step()
+        opt.zero_grad()
+    reptile_total = reptile.finish_task(model)
+    assert reptile_total.num_segments == leap_total.num_segments == 7
+    for name, grad in reptile_total.grads.items():
+        torch.testing.assert_close(grad, leap_total.grads[name], rtol=1e-5, atol=1e-6)
+
+
+def random_partial(seed, version=3):
+    g = torch.Generator().manual_seed(seed)
+    grads = {"a": torch.randn(4, 3, generator=g), "b": torch.randn(5, generator=g)}
+    return PartialMetaGradient(grads, seed + 1, seed % 2, version)
+
+
+def test_merge_is_order_and_grouping_free():
+    parts = [random_partial(s) for s in range(6)]
+    one_shot = PartialMetaGradient.sum(parts)
+    for order in (list(reversed(parts)), parts[3:] + parts[:3]):
+        torch.testing.assert_close(PartialMetaGradient.sum(order).grads, one_shot.grads)
+    grouped = PartialMetaGradient.sum(parts[:2]).merge(
+        PartialMetaGradient.sum(parts[2:5]).merge(parts[5])
+    )
+    torch.testing.assert_close(grouped.grads, one_shot.grads)
+    assert grouped.num_segments == one_shot.num_segments == sum(range(1, 7))
+    assert grouped.num_tasks == one_shot.num_tasks == 3
+    torch.testing.assert_close(one_shot.mean()["a"], one_shot.grads["a"] / 3)
+
+
+def test_merge_refuses_mixed_versions_and_empty_mean():
+    with pytest.raises(ValueError, match="init versions 3 and 4"):
+        random_partial(0).merge(random_partial(1, version=4))
+    with pytest.raises(ValueError, match="at least one finished task"):
+        random_partial(0).mean()
+    with pytest.raises(ValueError, match="zero partial"):
+        PartialMetaGradient.sum([])
+
+
+def test_numpy_round_trip_is_exact():
+    partial = random_partial(5)
+    back = PartialMetaGradient.from_numpy(partial.to_numpy())
+    assert back.num_segments == partial.num_segments and back.num_tasks == partial.num_tasks
+    assert back.init_version == partial.init_version
+    for name, grad in partial.grads.items():
+        assert torch.equal(back.grads[name], grad)
+
+
+def test_meta_optimizer_steps_the_initialization():
+    model = Net()
+    leap = make_meta_learner("leap", model.encoder, prefix="encoder.")
+    meta_opt = torch.optim.SGD(leap.parameters(), lr=1.0)
+    partial = PartialMetaGradient(
+        {n: torch.ones(s) for n, s in leap.shapes().items()}, 1, 2, leap.version
+    )
+    before = {n: p.detach().clone() for n, p in leap.init.items()}
+    leap.set_meta_gradient(partial)
+    meta_opt.step()
+    for name, p in leap.init.items():
+        torch.testing.assert_close(p.detach(), before[name] - 0.5)
+    leap.to(model)
+    torch.testing.assert_close(model.encoder[0].weight.detach(), leap.init["0.weight"].detach())
+
+
+def test_bad_arguments_fail_clearly():
+    with pytest.raises(ValueError, match="metric must be one of"):
+        Leap(Net(), metric="area")
+    with pytest.raises(ValueError, match="meta algorithm must be one of"):
+        make_meta_learner("maml", Net())
+    leap = Leap(Net().encoder, prefix="enc.")
+    with pytest.raises(KeyError, match="module lacks tracked parameters"):
+        leap.to(Net())
