@@ -57,7 +57,7 @@ class Leap(PathMetaLearner):
     def update(self, loss: torch.Tensor | float, module: nn.Module) -> None:
         """Record (theta_i, l_i, g_i) and close the segment theta_{i-1} -> theta_i."""
         theta = self._theta(module)
-        loss_value = float(loss)
+        loss_value = float(loss.detach()) if isinstance(loss, torch.Tensor) else float(loss)
         if self._prev_loss is None:
             self._start_path(theta)
         else:

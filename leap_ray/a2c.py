@@ -1,0 +1,270 @@
+"""Synchronous n-step advantage actor-critic (A2C; Mnih et al. 2016) on one task, with a Leap or
+Reptile meta-learner reading the encoder's path at every update.
+
+Per update: a rollout of `unroll` env_steps in every environment (the environment groups step in
+C++ threads while the policy runs on another group), n-step returns bootstrapped from V(s_T), one
+forward+backward over the [T * N] batch, then `meta_learner.update` (after backward, before the
+optimizer step, as Leap requires) and RMSProp. Partials are taken every `stream_every` updates.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from leap_ray.config import A2CConfig, Config, EnvConfig
+from leap_ray.envs import VectorTask
+from leap_ray.meta import PartialMetaGradient, PathMetaLearner, make_meta_learner
+from leap_ray.models import ENCODER_PREFIX, ActorCritic, make_encoder
+
+
+def n_step_returns(
+    rewards: torch.Tensor, dones: torch.Tensor, bootstrap: torch.Tensor, discount: float
+) -> torch.Tensor:
+    """rewards, dones [T, N]; bootstrap [N] = V(s_T) -> discounted returns [T, N]."""
+    returns = torch.empty_like(rewards)
+    running = bootstrap
+    for t in reversed(range(rewards.shape[0])):
+        running = rewards[t] + discount * running * (1.0 - dones[t])
+        returns[t] = running
+    return returns
+
+
+def a2c_losses(
+    logits: torch.Tensor, values: torch.Tensor, actions: torch.Tensor, returns: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """logits [B, A], values/actions/returns [B] -> (policy loss, value loss, entropy)."""
+    log_probs = F.log_softmax(logits, dim=-1)
+    advantages = returns - values
+    chosen = log_probs.gather(1, actions.unsqueeze(1)).squeeze(1)
+    policy_loss = -(chosen * advantages.detach()).mean()
+    value_loss = 0.5 * advantages.pow(2).mean()
+    entropy = -(log_probs.exp() * log_probs).sum(-1).mean()
+    return policy_loss, value_loss, entropy
+
+
+@dataclass
+class LearnerSummary:
+    """What a finished task reports (plain data)."""
+
+    env_steps: int = 0
+    updates: int = 0
+    seconds: float = 0.0
+    episodes: list[tuple[int, float, int]] = field(default_factory=list)  # (env_step, return, len)
+    final_loss: float = float("nan")
+
+    @property
+    def env_steps_per_second(self) -> float:
+        return self.env_steps / self.seconds if self.seconds > 0 else 0.0
+
+
+class A2CLearner:
+    def __init__(
+        self,
+        cfg: A2CConfig,
+        env_cfg: EnvConfig,
+        task: VectorTask,
+        model: ActorCritic,
+        meta_learner: PathMetaLearner | None = None,
+    ) -> None:
+        if cfg.device.startswith("cuda") and not torch.cuda.is_available():
+            raise RuntimeError(f"a2c.device is {cfg.device!r} but this process sees no CUDA device")
+        self.cfg, self.env_cfg, self.task = cfg, env_cfg, task
+        self.device = torch.device(cfg.device)
+        self.model = model.to(self.device)
+        self.meta_learner = meta_learner
+        self.opt = torch.optim.RMSprop(
+            model.parameters(), lr=cfg.lr, eps=cfg.rms_eps, alpha=cfg.rms_alpha
+        )
+        first = torch.from_numpy(task.reset())
+        steps, envs = cfg.unroll, task.num_envs
+        pin = self.device.type == "cuda"
+        self.obs = torch.zeros((steps + 1, *first.shape), dtype=first.dtype, pin_memory=pin)
+        self.obs[0].copy_(first)  # [T + 1, N, ...] observations, on the host
+        self.actions = torch.zeros((steps, envs), dtype=torch.long)  # [T, N]
+        self.rewards = torch.zeros((steps, envs))  # [T, N] unclipped
+        self.dones = torch.zeros((steps, envs))  # [T, N]
+        self.env_steps = 0
+        self.updates = 0
+
+    # -- acting ----------------------------------------------------------------------------------
+    @torch.no_grad()
+    def _act(self, obs: torch.Tensor) -> torch.Tensor:
+        logits, _ = self.model(obs.to(self.device, non_blocking=True))
+        return torch.multinomial(F.softmax(logits, dim=-1), 1).squeeze(1).cpu()
+
+    def _receive(self, g: int, t: int) -> None:
+        rows = self.task.rows[g]
+        result = self.task.groups[g].recv()
+        self.obs[t + 1, rows].copy_(torch.from_numpy(result.obs))
+        self.rewards[t, rows] = torch.from_numpy(result.reward)
+        self.dones[t, rows] = torch.from_numpy(result.done.astype(np.float32))
+        step = self.env_steps + (t + 1) * self.task.num_envs
+        self.task.episodes.record(rows, result.reward, result.done, step)
+
+    def rollout(self) -> None:
+        """Fill obs[1:], actions, rewards, dones; each group acts while the others emulate."""
+        groups = self.task.groups
+        for t in range(self.cfg.unroll):
+            for g, rows in enumerate(self.task.rows):
+                if t > 0:
+                    self._receive(g, t - 1)
+                actions = self._act(self.obs[t, rows])
+                self.actions[t, rows] = actions
+                groups[g].send(actions.numpy())
+        for g in range(len(groups)):
+            self._receive(g, self.cfg.unroll - 1)
+        self.env_steps += self.cfg.unroll * self.task.num_envs
+
+    # -- learning --------------------------------------------------------------------------------
+    def loss(self) -> tuple[torch.Tensor, dict[str, float]]:
+        steps, envs = self.actions.shape
+        dev = self.device
+        with torch.no_grad():
+            _, bootstrap = self.model(self.obs[steps].to(dev, non_blocking=True))
+        clip = self.env_cfg.reward_clip
+        rewards = self.rewards.to(dev).clamp(-clip, clip)
+        returns = n_step_returns(rewards, self.dones.to(dev), bootstrap, self.cfg.discount)
+        batch_obs = self.obs[:steps].to(dev, non_blocking=True).flatten(0, 1)  # [T * N, ...]
+        logits, values = self.model(batch_obs)
+        policy_loss, value_loss, entropy = a2c_losses(
+            logits, values, self.actions.to(dev).flatten(), returns.flatten()
+        )
+        loss = policy_loss + self.cfg.value_cost * value_loss - self.cfg.entropy_cost * entropy
+        stats = {
+            "losses/policy": float(policy_loss.detach()),
+            "losses/value": float(value_loss.detach()),
+            "losses/entropy": float(entropy.detach()),
+            "losses/total": float(loss.detach()),
+        }
+        return loss, stats
+
+    def step(self, on_partial: Callable[[PartialMetaGradient], None] | None, stream_every: int):
+        """One update: rollout, loss, backward, meta-learner, optimizer."""
+        self.rollout()
+        loss, stats = self.loss()
+        loss.backward()
+        self.updates += 1
+        if self.meta_learner is not None:
+            self.meta_learner.update(loss, self.model)
+            if on_partial is not None and stream_every and self.updates % stream_every == 0:
+                on_partial(self.meta_learner.take_partial(self.model))
+        if self.cfg.max_grad_norm > 0:
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.max_grad_norm)
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
+        self.obs[0].copy_(self.obs[-1])
+        return stats
+
+    def train(
+        self,
+        num_env_steps: int,
+        *,
+        stream_every: int = 0,
+        on_partial: Callable[[PartialMetaGradient], None] | None = None,
+        on_log: Callable[[int, dict[str, float]], None] | None = None,
+        log_every: int = 100,
+    ) -> LearnerSummary:
+        """Train for `num_env_steps`; closes the meta-learner's path and sends its last partial."""
+        summary = LearnerSummary()
+        per_update = self.cfg.unroll * self.task.num_envs
+        total_updates = max(1, math.ceil(num_env_steps / per_update))
+        path = PathTracker(self.model) if on_log is not None else None
+        start = last_log = time.perf_counter()
+        steps_at_log = self.env_steps
+        for _ in range(total_updates):
+            stats = self.step(on_partial, stream_every)
+            episodes = self.task.episodes.drain()
+            summary.episodes += episodes
+            if on_log is not None and (self.updates % log_every == 0 or episodes):
+                now = time.perf_counter()
+                if self.updates % log_every == 0:
+                    stats["perf/env_steps_per_second"] = (self.env_steps - steps_at_log) / max(
+                        now - last_log, 1e-9
+                    )
+                    stats.update(path.measure(self.model))
+                    last_log, steps_at_log = now, self.env_steps
+                for _, episode_return, length in episodes:
+                    on_log(
+                        self.env_steps,
+                        {
+                            "charts/episode_return": episode_return,
+                            "charts/episode_length": float(length),
+                        },
+                    )
+                on_log(self.env_steps, stats)
+        summary.final_loss = self._close_path(on_partial)
+        summary.env_steps, summary.updates = self.env_steps, self.updates
+        summary.seconds = time.perf_counter() - start
+        return summary
+
+    def _close_path(self, on_partial) -> float:
+        """theta_K's loss from one more rollout (no update), then the task's last partial."""
+        if self.meta_learner is None:
+            return float("nan")
+        self.rollout()
+        with torch.no_grad():
+            final_loss, _ = self.loss()
+        self.task.episodes.drain()
+        partial = self.meta_learner.finish_task(self.model, final_loss)
+        if on_partial is not None:
+            on_partial(partial)
+        self.obs[0].copy_(self.obs[-1])
+        return float(final_loss)
+
+
+class PathTracker:
+    """Cheap path statistics at log time: chord length between logs, distance from theta_0."""
+
+    def __init__(self, model: ActorCritic) -> None:
+        self.start = self._encoder(model)
+        self.last = [t.clone() for t in self.start]
+        self.chord_length = 0.0
+
+    @staticmethod
+    def _encoder(model: ActorCritic) -> list[torch.Tensor]:
+        return [
+            p.detach().clone()
+            for name, p in model.named_parameters()
+            if name.startswith(ENCODER_PREFIX)
+        ]
+
+    def measure(self, model: ActorCritic) -> dict[str, float]:
+        now = self._encoder(model)
+        chord = math.sqrt(
+            sum(float((a - b).pow(2).sum()) for a, b in zip(now, self.last, strict=True))
+        )
+        self.chord_length += chord
+        self.last = now
+        distance = math.sqrt(
+            sum(float((a - b).pow(2).sum()) for a, b in zip(now, self.start, strict=True))
+        )
+        return {"path/chord_length": self.chord_length, "path/distance_from_init": distance}
+
+
+def make_learner(cfg: Config, game: str, seed: int, *, meta: bool = True) -> A2CLearner:
+    """A learner on `game` with a fresh model (heads sized to the game) and, if `meta`, a
+    meta-learner over its encoder whose initialization is the model's own until `load`ed."""
+    torch.manual_seed(seed)
+    torch.set_num_threads(cfg.a2c.torch_threads)
+    task = VectorTask(game, cfg.env, seed)
+    model = ActorCritic(make_encoder(cfg.a2c.encoder, task.obs_shape), task.num_actions)
+    meta_learner = None
+    if meta:
+        m = cfg.meta
+        meta_learner = make_meta_learner(
+            m.algorithm,
+            model.encoder,
+            metric=m.metric,
+            loss_term=m.loss_term,
+            stabilizer=m.stabilizer,
+            prefix=ENCODER_PREFIX,
+        )
+    return A2CLearner(cfg.a2c, cfg.env, task, model, meta_learner)

@@ -1,0 +1,168 @@
+"""Vectorized tasks for the learner: Atari through ale-py's C++ `AtariVectorEnv`, and small
+vector-observation gymnasium tasks (CartPole) through the same interface.
+
+The environments are split into groups that step asynchronously (`send` / `recv`): while one
+group's ALE thread emulates, the learner runs the policy on another group's observations. Rewards
+come back unclipped; the learner clips them for learning and `EpisodeTracker` records the real
+episode returns for reporting. A finished episode resets in the same step (its next observation
+is the first of a new episode); truncation is treated as termination.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import gymnasium as gym
+import numpy as np
+
+from leap_ray.config import EnvConfig
+from leap_ray.games import num_actions, resolve_game, rom_id
+
+
+@dataclass
+class StepResult:
+    obs: np.ndarray  # [N, ...] observations after the step
+    reward: np.ndarray  # [N] float32, unclipped
+    done: np.ndarray  # [N] bool, episode ended (terminated or truncated)
+
+
+class EpisodeTracker:
+    """Sums unclipped rewards per environment; collects (env_step, return, length) per episode."""
+
+    def __init__(self, num_envs: int) -> None:
+        self.returns = np.zeros(num_envs, dtype=np.float64)
+        self.lengths = np.zeros(num_envs, dtype=np.int64)
+        self.finished: list[tuple[int, float, int]] = []
+
+    def record(self, rows: slice, reward: np.ndarray, done: np.ndarray, env_step: int) -> None:
+        self.returns[rows] += reward
+        self.lengths[rows] += 1
+        for i in np.flatnonzero(done):
+            row = rows.start + i
+            self.finished.append((env_step, float(self.returns[row]), int(self.lengths[row])))
+            self.returns[row] = 0.0
+            self.lengths[row] = 0
+
+    def drain(self) -> list[tuple[int, float, int]]:
+        finished, self.finished = self.finished, []
+        return finished
+
+
+class AtariGroup:
+    """One ALE vector environment; observations as uint8 [N, C, 84, 84]."""
+
+    def __init__(self, game: str, num_envs: int, seed: int, cfg: EnvConfig) -> None:
+        from ale_py.vector_env import AtariVectorEnv
+
+        self.env = AtariVectorEnv(
+            rom_id(game),
+            num_envs,
+            num_threads=cfg.env_threads,
+            grayscale=cfg.grayscale,
+            stack_num=cfg.frame_stack,
+            frameskip=cfg.frame_skip,
+            noop_max=cfg.noop_max,
+            reward_clipping=False,
+            repeat_action_probability=0.0,
+            autoreset_mode="SameStep",
+        )
+        self.num_envs = num_envs
+        self.seed = seed
+
+    @staticmethod
+    def _frames(obs: np.ndarray) -> np.ndarray:
+        if obs.ndim == 5:  # RGB: [N, stack, H, W, 3] -> [N, stack * 3, H, W]
+            n, stack, h, w, c = obs.shape
+            return np.ascontiguousarray(obs.transpose(0, 1, 4, 2, 3)).reshape(n, stack * c, h, w)
+        return obs
+
+    def reset(self) -> np.ndarray:
+        obs, _ = self.env.reset(seed=self.seed)
+        return self._frames(obs)
+
+    def send(self, actions: np.ndarray) -> None:
+        self.env.send(actions)
+
+    def recv(self) -> StepResult:
+        obs, reward, terminated, truncated, _ = self.env.recv()
+        done = np.logical_or(terminated, truncated)
+        return StepResult(self._frames(obs), reward.astype(np.float32), done)
+
+    def close(self) -> None:
+        self.env.close()
+
+
+class GymGroup:
+    """A synchronous gymnasium vector env behind the same send/recv interface."""
+
+    def __init__(self, env_id: str, num_envs: int, seed: int) -> None:
+        self.env = gym.make_vec(
+            env_id,
+            num_envs=num_envs,
+            vectorization_mode="sync",
+            vector_kwargs={"autoreset_mode": gym.vector.AutoresetMode.SAME_STEP},
+        )
+        self.num_envs = num_envs
+        self.seed = seed
+        self._actions: np.ndarray | None = None
+
+    def reset(self) -> np.ndarray:
+        obs, _ = self.env.reset(seed=self.seed)
+        return obs.astype(np.float32)
+
+    def send(self, actions: np.ndarray) -> None:
+        self._actions = actions
+
+    def recv(self) -> StepResult:
+        obs, reward, terminated, truncated, _ = self.env.step(self._actions)
+        done = np.logical_or(terminated, truncated)
+        return StepResult(obs.astype(np.float32), reward.astype(np.float32), done)
+
+    def close(self) -> None:
+        self.env.close()
+
+
+class VectorTask:
+    """A game's environments in `groups` asynchronous groups, plus episode bookkeeping."""
+
+    def __init__(self, game: str, cfg: EnvConfig, seed: int, groups: int = 2) -> None:
+        groups = max(1, min(groups, cfg.num_envs))
+        if cfg.suite == "atari" and cfg.num_envs % groups:
+            groups = 1
+        sizes = [cfg.num_envs // groups + (i < cfg.num_envs % groups) for i in range(groups)]
+        if cfg.suite == "atari":
+            self.game = resolve_game(game)
+            self.num_actions = num_actions(self.game)
+            self.groups = [
+                AtariGroup(self.game, n, seed + 10_007 * i, cfg) for i, n in enumerate(sizes)
+            ]
+        else:
+            self.game = game
+            probe = gym.make(game)
+            if not isinstance(probe.action_space, gym.spaces.Discrete):
+                raise ValueError(f"{game}: only discrete action spaces are supported")
+            self.num_actions = int(probe.action_space.n)
+            probe.close()
+            self.groups = [GymGroup(game, n, seed + 10_007 * i) for i, n in enumerate(sizes)]
+        channels = cfg.frame_stack * (1 if cfg.grayscale else 3)
+        self.obs_shape = (
+            (channels, 84, 84)
+            if cfg.suite == "atari"
+            else self.groups[0].env.single_observation_space.shape
+        )
+        starts = np.cumsum([0] + sizes)
+        self.rows = [slice(int(a), int(b)) for a, b in zip(starts[:-1], starts[1:], strict=True)]
+        self.num_envs = cfg.num_envs
+        self.episodes = EpisodeTracker(cfg.num_envs)
+
+    def reset(self) -> np.ndarray:
+        """[N, ...] first observations of every environment."""
+        return np.concatenate([group.reset() for group in self.groups])
+
+    def close(self) -> None:
+        for group in self.groups:
+            group.close()
+
+
+def make_task(game: str, cfg: EnvConfig, seed: int) -> VectorTask:
+    return VectorTask(game, cfg, seed)

@@ -1,0 +1,59 @@
+"""The one logger: only the driver (or `train-task`) owns a TensorBoard writer. Tags follow
+`charts/`, `losses/`, `meta/`, `perf/`, `path/`; each run also writes `meta.json`."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from pathlib import Path
+
+import yaml
+from torch.utils.tensorboard import SummaryWriter
+
+from leap_ray.config import Config
+
+
+def git_sha() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            cwd=Path(__file__).resolve().parent,
+        )
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+class RunLogger:
+    def __init__(self, run_dir: Path, cfg: Config, command: str) -> None:
+        self.run_dir = Path(run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.writer = SummaryWriter(str(self.run_dir))
+        self.writer.add_text("config", "```\n" + yaml.safe_dump(cfg.to_dict()) + "```")
+        self.meta = {
+            "command": command,
+            "git_sha": git_sha(),
+            "config": cfg.to_dict(),
+            "start_time": time.time(),
+            "end_time": None,
+            "success": None,
+        }
+        self._write_meta()
+
+    def scalars(self, step: int, values: dict[str, float], prefix: str = "") -> None:
+        for tag, value in values.items():
+            self.writer.add_scalar(prefix + tag, value, step)
+
+    def close(self, success: bool) -> None:
+        self.writer.close()
+        self.meta.update(end_time=time.time(), success=success)
+        self._write_meta()
+
+    def _write_meta(self) -> None:
+        tmp = self.run_dir / "meta.json.tmp"
+        tmp.write_text(json.dumps(self.meta, indent=2))
+        tmp.replace(self.run_dir / "meta.json")

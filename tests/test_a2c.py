@@ -1,0 +1,90 @@
+"""The A2C learner: it learns (CartPole, same code path as Atari), and on real ALE ROMs its
+shapes, action sets, reward clipping, episode returns and partial meta-gradients are right."""
+
+import numpy as np
+import pytest
+import torch
+
+from leap_ray.a2c import make_learner, n_step_returns
+from leap_ray.config import load_config
+from leap_ray.games import num_actions
+from leap_ray.meta import PartialMetaGradient
+
+
+def atari_config(*overrides):
+    return load_config(None, ["env.num_envs=4", "a2c.unroll=5", *overrides])
+
+
+def test_n_step_returns_by_hand():
+    rewards = torch.tensor([[1.0, 0.0], [2.0, 1.0], [3.0, 0.0]])
+    dones = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 0.0]])
+    returns = n_step_returns(rewards, dones, torch.tensor([10.0, -1.0]), discount=0.5)
+    # env 0: t=2: 3 + .5 * 10 = 8; t=1 ends an episode: 2; t=0: 1 + .5 * 2 = 2
+    # env 1: t=2: 0 + .5 * -1 = -.5; t=1: 1 - .25 = .75; t=0: .375
+    torch.testing.assert_close(returns, torch.tensor([[2.0, 0.375], [2.0, 0.75], [8.0, -0.5]]))
+
+
+def test_cartpole_learns_through_the_same_learner():
+    cfg = load_config(
+        None,
+        ["env.suite=gym", "env.num_envs=8", "a2c.encoder=mlp", "a2c.lr=2e-3", "a2c.rms_eps=1e-5",
+         "a2c.entropy_cost=0.0", "a2c.max_grad_norm=0.5"],
+    )
+    learner = make_learner(cfg, "CartPole-v1", seed=0)
+    summary = learner.train(80_000)
+    last = [episode_return for _, episode_return, _ in summary.episodes][-20:]
+    assert len(summary.episodes) > 100
+    assert np.mean(last) >= 195, f"mean return of the last 20 episodes: {np.mean(last):.1f}"
+
+
+def test_atari_rollout_shapes_and_minimal_action_set():
+    cfg = atari_config()  # the paper's observation: one RGB frame
+    learner = make_learner(cfg, "MsPacman", seed=1)
+    assert learner.task.num_actions == num_actions("MsPacman") == 9
+    assert learner.model.policy.out_features == 9
+    learner.rollout()
+    assert learner.obs.shape == (6, 4, 3, 84, 84) and learner.obs.dtype == torch.uint8
+    assert learner.obs[1:].float().std() > 0, "frames are blank"
+    assert learner.actions.shape == (5, 4)
+    assert 0 <= int(learner.actions.min()) and int(learner.actions.max()) < 9
+    stacked = make_learner(atari_config("env.grayscale=true", "env.frame_stack=4"), "Pong", 1)
+    assert stacked.obs.shape == (6, 4, 4, 84, 84)
+
+
+def test_reward_clipping_applies_to_learning_only():
+    learner = make_learner(atari_config(), "SpaceInvaders", seed=2, meta=False)
+    summary = learner.train(3_000)
+    returns = [episode_return for _, episode_return, _ in summary.episodes]
+    assert returns, "no SpaceInvaders episode finished in 3000 env steps"
+    assert max(returns) >= 50, "episode returns must be the game's score"
+    largest_reward = 0.0
+    for _ in range(200):  # a kill in the upper rows scores 10-30: stored unclipped
+        learner.rollout()
+        largest_reward = max(largest_reward, float(learner.rewards.max()))
+        if largest_reward > 5:
+            break
+    assert largest_reward > 5
+    losses = {}
+    for reward in (50.0, 5.0, 4.0):
+        learner.rewards.fill_(reward)
+        learner.dones.zero_()
+        with torch.no_grad():
+            losses[reward] = float(learner.loss()[0])
+    assert losses[50.0] == losses[5.0] != losses[4.0]
+
+
+def test_atari_partials_stream_nonzero_and_finite():
+    learner = make_learner(atari_config("a2c.lr=1e-3"), "Pong", seed=3)
+    partials: list[PartialMetaGradient] = []
+    summary = learner.train(20 * 5 * 4, stream_every=4, on_partial=partials.append)
+    assert summary.updates == 20
+    assert len(partials) == 6  # 5 streamed + the closing one
+    total = PartialMetaGradient.sum(partials)
+    assert total.num_tasks == 1 and total.num_segments == 20  # 19 + the closing segment
+    assert total.is_finite() and total.norm() > 0
+    assert set(total.grads) == {name for name, _ in learner.model.encoder.named_parameters()}
+
+
+def test_unknown_game_suggests_close_matches():
+    with pytest.raises(ValueError, match="did you mean: Pong"):
+        make_learner(atari_config(), "Pongg", seed=0)
