@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 
 from leap_ray.config import ConfigError, load_config
@@ -44,6 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     try:
         overrides = list(args.set) + ([f"logging.logdir={args.logdir}"] if args.logdir else [])
         cfg = load_config(args.config, overrides)
@@ -58,6 +62,8 @@ def main(argv: list[str] | None = None) -> int:
 
         train(cfg, resume=args.resume, address=args.address)
         return 0
-    except (ConfigError, ValueError) as error:
+    except (ConfigError, ValueError, RuntimeError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        return 130

@@ -171,9 +171,11 @@ class LoggingConfig:
     logdir: str = "runs"  # a run writes under logdir/<run name>
     run_name: str = ""  # empty: a timestamp
     checkpoint_every: int = 1  # meta_steps between checkpoints
+    log_every: int = 50  # learner updates between TensorBoard points of a task
     keep_checkpoints: int = 3
     progress: bool = True  # a progress bar on the terminal
-    dashboard_host: str = "127.0.0.1"  # Ray dashboard bind address for a local Ray
+    dashboard: bool = True  # start Ray's dashboard with a local Ray
+    dashboard_host: str = "127.0.0.1"  # its bind address: loopback unless you mean otherwise
 
     def __post_init__(self) -> None:
         _check(

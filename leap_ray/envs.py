@@ -16,7 +16,7 @@ import gymnasium as gym
 import numpy as np
 
 from leap_ray.config import EnvConfig
-from leap_ray.games import num_actions, resolve_game, rom_id
+from leap_ray.games import meta_training_pool, num_actions, resolve_game, rom_id
 
 
 @dataclass
@@ -164,5 +164,30 @@ class VectorTask:
             group.close()
 
 
-def make_task(game: str, cfg: EnvConfig, seed: int) -> VectorTask:
-    return VectorTask(game, cfg, seed)
+def observation_shape(cfg: EnvConfig, game: str) -> tuple[int, ...]:
+    """[C, 84, 84] frames for Atari (C = stack x 1 or 3 channels); the env's shape otherwise."""
+    if cfg.suite == "atari":
+        return (cfg.frame_stack * (1 if cfg.grayscale else 3), 84, 84)
+    probe = gym.make(game)
+    shape = tuple(probe.observation_space.shape)
+    probe.close()
+    return shape
+
+
+def task_pool(cfg: EnvConfig) -> tuple[str, ...]:
+    """The meta-training games: `env.games` (checked) or ALE's classic games with few actions."""
+    if cfg.suite == "gym":
+        if not cfg.games:
+            raise ValueError("env.games: the gym suite needs an explicit list of gymnasium ids")
+        return cfg.games
+    if not cfg.games:
+        pool = tuple(g for g in meta_training_pool(cfg.max_actions) if g not in cfg.held_out)
+    else:
+        pool = tuple(resolve_game(g) for g in cfg.games)
+    held_out = {resolve_game(g) for g in cfg.held_out}
+    leaked = sorted(held_out.intersection(pool))
+    if leaked:
+        raise ValueError(f"env.games: {', '.join(leaked)} is held out (env.held_out)")
+    if not pool:
+        raise ValueError(f"env.games: no game has at most {cfg.max_actions} actions")
+    return pool

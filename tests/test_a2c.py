@@ -27,8 +27,15 @@ def test_n_step_returns_by_hand():
 def test_cartpole_learns_through_the_same_learner():
     cfg = load_config(
         None,
-        ["env.suite=gym", "env.num_envs=8", "a2c.encoder=mlp", "a2c.lr=2e-3", "a2c.rms_eps=1e-5",
-         "a2c.entropy_cost=0.0", "a2c.max_grad_norm=0.5"],
+        [
+            "env.suite=gym",
+            "env.num_envs=8",
+            "a2c.encoder=mlp",
+            "a2c.lr=2e-3",
+            "a2c.rms_eps=1e-5",
+            "a2c.entropy_cost=0.0",
+            "a2c.max_grad_norm=0.5",
+        ],
     )
     learner = make_learner(cfg, "CartPole-v1", seed=0)
     summary = learner.train(80_000)

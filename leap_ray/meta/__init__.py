@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from torch import nn
 
 from leap_ray.meta.base import PathMetaLearner, TensorLike
+from leap_ray.meta.initialization import META_OPTIMIZERS, MetaInitialization
 from leap_ray.meta.leap import METRICS, Leap
 from leap_ray.meta.partial import PartialMetaGradient
 from leap_ray.meta.reptile import Reptile
@@ -34,7 +35,9 @@ def make_meta_learner(
 __all__ = [
     "ALGORITHMS",
     "METRICS",
+    "META_OPTIMIZERS",
     "Leap",
+    "MetaInitialization",
     "PartialMetaGradient",
     "PathMetaLearner",
     "Reptile",

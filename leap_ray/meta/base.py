@@ -14,6 +14,13 @@ from leap_ray.meta.partial import PartialMetaGradient
 TensorLike = torch.Tensor | np.ndarray
 
 
+def as_float_tensor(value: TensorLike) -> torch.Tensor:
+    """A float32 CPU copy (numpy arrays from Ray's object store are read-only)."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().to("cpu", torch.float32).clone()
+    return torch.from_numpy(np.array(value, dtype=np.float32))
+
+
 class PathMetaLearner:
     """Holds the initialization (`parameters()`, steppable by any torch optimizer) and reads a
     task's path from a module whose tracked parameters are named `prefix + name`."""
@@ -23,8 +30,7 @@ class PathMetaLearner:
         if not named:
             raise ValueError("the initialization has no parameters to meta-learn")
         self.init: dict[str, nn.Parameter] = {
-            name: nn.Parameter(torch.as_tensor(value).detach().clone().float())
-            for name, value in named.items()
+            name: nn.Parameter(as_float_tensor(value)) for name, value in named.items()
         }
         self.prefix = prefix
         self.version = 0
@@ -45,7 +51,7 @@ class PathMetaLearner:
             raise ValueError("initialization names differ from the tracked parameters")
         with torch.no_grad():
             for name, p in self.init.items():
-                value = torch.as_tensor(values[name])
+                value = as_float_tensor(values[name])
                 if tuple(value.shape) != tuple(p.shape):
                     raise ValueError(f"{name}: shape {tuple(value.shape)} != {tuple(p.shape)}")
                 p.copy_(value)

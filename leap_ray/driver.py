@@ -1,0 +1,339 @@
+"""The meta-training loop: samples meta-batches from the game pool, keeps every task worker busy
+(`ray.wait` over a {ref: task} dict), re-runs tasks whose worker died, asks the parameter server
+for meta_steps, and owns the TensorBoard writer. The only module that starts Ray and makes actors.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import ray
+import torch
+from ray.exceptions import RayActorError, RayTaskError
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+from tqdm import tqdm
+
+from leap_ray.checkpoint import load_checkpoint
+from leap_ray.config import Config, ConfigError
+from leap_ray.envs import observation_shape, task_pool
+from leap_ray.logger import RunLogger
+from leap_ray.meta import MetaInitialization
+from leap_ray.models import make_encoder
+from leap_ray.server import ParameterServer
+from leap_ray.worker import TaskReport, TaskSpec, TaskWorker
+
+log = logging.getLogger(__name__)
+WORKER_START_TIMEOUT_S = 300.0
+
+
+def task_seed(root_seed: int, task_id: int) -> int:
+    """Seeds derived, never random: one per task id, logged with the task."""
+    return int(np.random.SeedSequence([root_seed, task_id]).generate_state(1)[0] % (2**31))
+
+
+def sample_games(cfg: Config, pool: tuple[str, ...], meta_step: int, count: int) -> list[str]:
+    rng = np.random.default_rng([cfg.meta.seed, meta_step])
+    replace = count > len(pool)
+    return [pool[i] for i in rng.choice(len(pool), size=count, replace=replace)]
+
+
+def initial_encoder(cfg: Config, pool: tuple[str, ...]) -> dict[str, np.ndarray]:
+    torch.manual_seed(cfg.meta.seed)
+    encoder = make_encoder(cfg.a2c.encoder, observation_shape(cfg.env, pool[0]))
+    return {name: p.detach().numpy().copy() for name, p in encoder.named_parameters()}
+
+
+# -- Ray: connect, check, make actors ----------------------------------------------------------
+def connect(cfg: Config, address: str | None) -> bool:
+    """Join `address` / RAY_ADDRESS, else start a local Ray. Returns whether we started it."""
+    address = address or os.environ.get("RAY_ADDRESS")
+    if ray.is_initialized():
+        return False
+    if address:
+        ray.init(address=address, log_to_driver=True)
+        return False
+    ray.init(include_dashboard=cfg.logging.dashboard, dashboard_host=cfg.logging.dashboard_host)
+    return True
+
+
+def check_resources(cfg: Config) -> None:
+    """Fail fast on what the cluster can never provide, instead of a forever-pending actor."""
+    nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+    res = cfg.resources
+    need = {
+        "CPU": res.cpus_per_worker,
+        **({"GPU": res.gpus_per_worker} if res.gpus_per_worker else {}),
+    }
+    if not any(all(n.get(k, 0) >= v for k, v in need.items()) for n in nodes):
+        offers = [{k: n.get(k, 0) for k in ("CPU", "GPU")} for n in nodes]
+        raise ConfigError(
+            f"resources: no node can host a task worker needing {need}; nodes offer {offers}"
+        )
+    if res.server_resource and not any(n.get(res.server_resource, 0) > 0 for n in nodes):
+        raise ConfigError(
+            f"resources.server_resource: no node has the custom resource {res.server_resource!r}"
+        )
+
+
+def make_server(cfg: Config, init: dict, run_dir: Path, checkpoint: dict | None):
+    """On the driver's node (checkpoints land where the driver reads them), or on the node with
+    `resources.server_resource`."""
+    if cfg.resources.server_resource:
+        options = {"resources": {cfg.resources.server_resource: 0.001}}
+    else:
+        here = ray.get_runtime_context().get_node_id()
+        options = {"scheduling_strategy": NodeAffinitySchedulingStrategy(here, soft=False)}
+    actor = ray.remote(num_cpus=0, max_restarts=0)(ParameterServer)
+    return actor.options(**options).remote(cfg.to_dict(), init, str(run_dir.resolve()), checkpoint)
+
+
+def make_worker(cfg: Config, server):
+    res = cfg.resources
+    actor = ray.remote(num_cpus=res.cpus_per_worker, num_gpus=res.gpus_per_worker, max_restarts=0)
+    return actor(TaskWorker).remote(cfg.to_dict(), server)
+
+
+class Dispatcher:
+    """Keeps each started worker on one task; a worker that dies is replaced and its task re-run
+    from the newest initialization under a new attempt number (the ledger drops the old one)."""
+
+    def __init__(self, cfg: Config, server) -> None:
+        self.cfg, self.server = cfg, server
+        self.starting: dict = {}  # ready ref -> worker
+        self.idle: list = []
+        self.running: dict = {}  # run_task ref -> (worker, spec)
+        self.queue: list[TaskSpec] = []
+        self.nodes: set[str] = set()
+        self.version, self.init_ref = -1, None
+        for _ in range(cfg.resources.num_workers):
+            self._start_worker()
+        self.started_at = time.monotonic()
+
+    def _start_worker(self) -> None:
+        worker = make_worker(self.cfg, self.server)
+        self.starting[worker.ready.remote()] = worker
+
+    def set_init(self, version: int, init_ref) -> None:
+        self.version, self.init_ref = version, init_ref
+
+    def submit(self, spec: TaskSpec) -> None:
+        self.queue.append(spec)
+        self._fill()
+
+    def _fill(self) -> None:
+        while self.idle and self.queue:
+            spec = self.queue.pop(0)
+            if spec.init_version != self.version:  # re-runs start from the newest init
+                spec = TaskSpec(
+                    spec.task_id, spec.attempt, spec.game, spec.seed, spec.env_steps, self.version
+                )
+            worker = self.idle.pop()
+            self.running[worker.run_task.remote(spec, self.init_ref)] = (worker, spec)
+
+    @property
+    def busy(self) -> int:
+        return len(self.running) + len(self.queue)
+
+    def wait(self, timeout: float) -> list[TaskReport]:
+        """Reports of tasks finished within `timeout` seconds; handles started and dead workers."""
+        refs = list(self.running) + list(self.starting)
+        if not refs:
+            return []
+        done, _ = ray.wait(refs, num_returns=1, timeout=timeout)
+        done, _ = ray.wait(refs, num_returns=len(refs), timeout=0) if done else (done, None)
+        reports = []
+        for ref in done:
+            if ref in self.starting:
+                self._started(ref)
+            else:
+                report = self._finished(ref)
+                if report is not None:
+                    reports.append(report)
+        if not self.idle and not self.running and not self.nodes:
+            if time.monotonic() - self.started_at > WORKER_START_TIMEOUT_S:
+                raise RuntimeError(
+                    "no task worker started within 300 s: the cluster cannot place "
+                    f"workers needing {self.cfg.resources.cpus_per_worker} CPU"
+                )
+        self._fill()
+        return reports
+
+    def _started(self, ref) -> None:
+        worker = self.starting.pop(ref)
+        try:
+            self.nodes.add(ray.get(ref)["node_ip"])
+            self.idle.append(worker)
+        except RayActorError:
+            log.warning("a task worker died while starting; starting another")
+            self._start_worker()
+
+    def _finished(self, ref) -> TaskReport | None:
+        worker, spec = self.running.pop(ref)
+        try:
+            report = ray.get(ref)
+        except RayActorError:
+            log.warning("worker of task %d (%s) died; re-running it", spec.task_id, spec.game)
+            ray.kill(worker, no_restart=True)
+            self._start_worker()
+            self._retry(spec, "its worker died")
+            return None
+        except RayTaskError as error:
+            self.idle.append(worker)
+            self._retry(spec, str(error).splitlines()[0])
+            return None
+        self.idle.append(worker)
+        return report
+
+    def _retry(self, spec: TaskSpec, why: str) -> None:
+        if spec.attempt + 1 >= self.cfg.resources.max_attempts:
+            raise RuntimeError(
+                f"task {spec.task_id} ({spec.game}) failed {spec.attempt + 1} times; last: {why}"
+            )
+        self.queue.insert(
+            0,
+            TaskSpec(
+                spec.task_id, spec.attempt + 1, spec.game, spec.seed, spec.env_steps, self.version
+            ),
+        )
+
+
+# -- the loop -----------------------------------------------------------------------------------
+class MetaTrainingLoop:
+    def __init__(self, cfg: Config, server, pool: tuple[str, ...], logger: RunLogger) -> None:
+        self.cfg, self.server, self.pool, self.logger = cfg, server, pool, logger
+        self.dispatcher = Dispatcher(cfg, server)
+        state = ray.get(server.state.remote())
+        self.meta_step = state["meta_step"]
+        self.next_task_id = state["driver"].get("next_task_id", 0)
+        self.env_steps = state["driver"].get("env_steps", 0)
+        self.start_time, self.start_steps = time.monotonic(), self.env_steps
+        self.bar = tqdm(
+            total=cfg.meta.meta_steps,
+            initial=self.meta_step,
+            unit="meta_step",
+            disable=not cfg.logging.progress,
+        )
+
+    def _refresh_init(self) -> None:
+        version, (init_ref,) = ray.get(self.server.current.remote())
+        self.dispatcher.set_init(version, init_ref)
+
+    def _new_task(self, game: str) -> TaskSpec:
+        task_id = self.next_task_id
+        self.next_task_id += 1
+        return TaskSpec(
+            task_id,
+            0,
+            game,
+            task_seed(self.cfg.meta.seed, task_id),
+            self.cfg.a2c.steps_per_task,
+            self.dispatcher.version,
+        )
+
+    def _collect(self, finished: list[TaskReport]) -> None:
+        reports = self.dispatcher.wait(timeout=1.0)
+        for report in reports:
+            self.env_steps += report.env_steps
+            if report.rejected:
+                log.warning(
+                    "task %d (%s) rejected: %s", report.task_id, report.game, report.rejected
+                )
+        finished.extend(reports)
+        rows = ray.get(self.server.drain_metrics.remote())
+        for tag, step, value in rows:
+            self.logger.writer.add_scalar(tag, value, step)
+        rate = (self.env_steps - self.start_steps) / max(time.monotonic() - self.start_time, 1e-9)
+        self.bar.set_postfix(
+            tasks_running=len(self.dispatcher.running), env_steps_per_s=f"{rate:.0f}"
+        )
+
+    def _apply(self, task_ids: list[int]) -> None:
+        driver_state = {"next_task_id": self.next_task_id, "env_steps": self.env_steps}
+        stats = ray.get(self.server.apply.remote(task_ids, driver_state))
+        self.meta_step = int(stats["meta/meta_step"])
+        rate = (self.env_steps - self.start_steps) / max(time.monotonic() - self.start_time, 1e-9)
+        self.logger.scalars(self.meta_step, {**stats, "perf/env_steps_per_second": rate})
+        self.bar.update(1)
+        self._refresh_init()
+
+    def run_sync(self) -> None:
+        batch = self.cfg.meta.meta_batch_size
+        while self.meta_step < self.cfg.meta.meta_steps:
+            self._refresh_init()
+            self.next_task_id = self.meta_step * batch  # a resumed batch re-runs under its ids
+            games = sample_games(self.cfg, self.pool, self.meta_step, batch)
+            specs = [self._new_task(game) for game in games]
+            for spec in specs:
+                self.dispatcher.submit(spec)
+            finished: list[TaskReport] = []
+            while self.dispatcher.busy:
+                self._collect(finished)
+            self._apply([spec.task_id for spec in specs])
+
+    def run_async(self) -> None:
+        k = self.cfg.meta.async_k
+        self._refresh_init()
+        finished: list[TaskReport] = []
+        while self.meta_step < self.cfg.meta.meta_steps:
+            while self.dispatcher.busy < self.cfg.resources.num_workers:
+                self.dispatcher.submit(
+                    self._new_task(sample_games(self.cfg, self.pool, self.next_task_id, 1)[0])
+                )
+            self._collect(finished)
+            while len(finished) >= k and self.meta_step < self.cfg.meta.meta_steps:
+                group, finished = finished[:k], finished[k:]
+                self._apply([r.task_id for r in group])
+
+    def run(self) -> None:
+        (self.run_async if self.cfg.meta.mode == "async" else self.run_sync)()
+        self.bar.close()
+
+
+def prepare(cfg: Config, resume: str | None) -> tuple[Path, tuple, dict, dict | None]:
+    """Everything that can fail on bad input, done before Ray starts."""
+    pool = task_pool(cfg.env)
+    init = initial_encoder(cfg, pool)
+    checkpoint = None
+    if resume:
+        run_dir = Path(resume)
+        checkpoint = load_checkpoint(run_dir)
+        probe = MetaInitialization(init, cfg.meta.optimizer, cfg.meta.lr)
+        probe.load_state_dict(checkpoint["meta_init"])  # raises on an incompatible encoder
+    else:
+        name = cfg.logging.run_name or time.strftime("%Y%m%d-%H%M%S")
+        run_dir = Path(cfg.logging.logdir) / name
+        if run_dir.exists() and any(run_dir.iterdir()):
+            raise ConfigError(
+                f"logging.run_name: {str(run_dir)!r} exists; use --resume to continue"
+            )
+    return run_dir, pool, init, checkpoint
+
+
+def train(cfg: Config, resume: str | None = None, address: str | None = None) -> Path:
+    run_dir, pool, init, checkpoint = prepare(cfg, resume)
+    started_ray = connect(cfg, address)
+    logger = None
+    success = False
+    try:
+        check_resources(cfg)
+        server = make_server(cfg, init, run_dir, checkpoint)
+        logger = RunLogger(run_dir, cfg, "train" + (f" --resume {resume}" if resume else ""))
+        loop = MetaTrainingLoop(cfg, server, pool, logger)
+        try:
+            loop.run()
+        except KeyboardInterrupt:
+            path = ray.get(server.save.remote())
+            print(f"\ninterrupted: saved {path}; continue with --resume {run_dir}")
+            raise
+        success = True
+        print(f"done: {loop.meta_step} meta_steps, {loop.env_steps} env_steps; run in {run_dir}")
+    finally:
+        if logger is not None:
+            logger.close(success)
+        if started_ray:
+            ray.shutdown()
+    return run_dir

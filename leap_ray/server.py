@@ -1,0 +1,117 @@
+"""ParameterServer: owns the encoder initialization, its version, the meta-optimizer and the
+ledger. Task workers stream partial meta-gradients to `push`; the driver calls `apply` with the
+task ids of one meta_step (sync: the whole meta-batch; async: every `async_k` finished tasks).
+Plain class; `driver.make_server` makes it a Ray actor."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import ray
+import torch
+
+from leap_ray.checkpoint import save_checkpoint
+from leap_ray.config import config_from_dict
+from leap_ray.ledger import Ledger, PartialMessage
+from leap_ray.meta import MetaInitialization
+
+log = logging.getLogger(__name__)
+
+
+class ParameterServer:
+    def __init__(self, cfg_dict: dict, init: dict, run_dir: str, checkpoint: dict | None = None):
+        self.cfg = config_from_dict(cfg_dict)
+        self.run_dir = run_dir
+        self.meta_init = MetaInitialization(init, self.cfg.meta.optimizer, self.cfg.meta.lr)
+        self.ledger = Ledger(self.cfg.meta.max_partial_norm)
+        self.meta_step = 0
+        self.driver_state: dict = {}
+        self.metrics: list[tuple[str, int, float]] = []
+        self.merge_seconds: list[float] = []
+        if checkpoint is not None:
+            self.meta_init.load_state_dict(checkpoint["meta_init"])
+            self.ledger.load_records(checkpoint["ledger"])
+            self.meta_step = int(checkpoint["meta_step"])
+            self.driver_state = dict(checkpoint["driver"])
+            torch.set_rng_state(checkpoint["torch_rng"])
+        self._init_ref = None
+
+    def current(self) -> tuple[int, list]:
+        """(version, [ref]): the newest initialization, put in the object store once per version
+        (wrapped in a list so Ray hands the caller the reference, not the arrays)."""
+        if self._init_ref is None:
+            self._init_ref = ray.put(self.meta_init.arrays())
+        return self.meta_init.version, [self._init_ref]
+
+    def state(self) -> dict:
+        return {
+            "meta_step": self.meta_step,
+            "version": self.meta_init.version,
+            "driver": dict(self.driver_state),
+        }
+
+    def push(self, msg: PartialMessage) -> tuple[bool, str]:
+        start = time.perf_counter()
+        accepted, reason = self.ledger.push(msg)
+        self.merge_seconds.append(time.perf_counter() - start)
+        self.metrics.extend(msg.metrics)
+        if not accepted and reason.startswith("partial meta-gradient"):
+            self.metrics.append(
+                ("meta/rejected_partials", self.meta_step, float(self.ledger.rejected_chunks))
+            )
+        return accepted, reason
+
+    def apply(self, task_ids: list[int], driver_state: dict) -> dict[str, float]:
+        """One meta_step over the given finished tasks; checkpoints when due."""
+        start = time.perf_counter()
+        max_staleness = self.cfg.meta.max_staleness if self.cfg.meta.mode == "async" else 0
+        partial, stats = self.ledger.take(
+            task_ids, self.meta_init.version, self.meta_step, max_staleness
+        )
+        if partial is not None:
+            stats.update(self.meta_init.step(partial))
+            self._init_ref = None
+        else:
+            log.warning(
+                "meta_step %d: no task was accepted; initialization unchanged", self.meta_step
+            )
+        self.meta_step += 1
+        self.driver_state = dict(driver_state)
+        merges = self.merge_seconds or [0.0]
+        stats.update(
+            {
+                "meta/meta_step": float(self.meta_step),
+                "meta/version": float(self.meta_init.version),
+                "meta/tasks_done": float(
+                    sum(e.status == "applied" for e in self.ledger.entries.values())
+                ),
+                "meta/merge_ms": 1e3 * sum(merges) / len(merges),
+                "meta/apply_ms": 1e3 * (time.perf_counter() - start),
+            }
+        )
+        self.merge_seconds = []
+        self.metrics.extend((tag, self.meta_step, value) for tag, value in stats.items())
+        every = self.cfg.logging.checkpoint_every
+        if self.meta_step % every == 0 or self.meta_step >= self.cfg.meta.meta_steps:
+            self.save()
+        return stats
+
+    def save(self) -> str:
+        state = {
+            "format": 1,
+            "meta_init": self.meta_init.state_dict(),
+            "meta_step": self.meta_step,
+            "ledger": self.ledger.records(),
+            "config": self.cfg.to_dict(),
+            "torch_rng": torch.get_rng_state(),
+            "driver": dict(self.driver_state),
+        }
+        return str(save_checkpoint(self.run_dir, state, self.cfg.logging.keep_checkpoints))
+
+    def ledger_records(self) -> dict[int, dict]:
+        return self.ledger.records()
+
+    def drain_metrics(self) -> list[tuple[str, int, float]]:
+        rows, self.metrics = self.metrics, []
+        return rows

@@ -1,0 +1,115 @@
+"""TaskWorker: runs one A2C learning process at a time from the initialization it is handed, and
+streams the task's partial meta-gradients (with its TensorBoard rows) to the parameter server.
+Plain class; `driver.make_worker` makes it a Ray actor. Reused across tasks."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from dataclasses import dataclass
+
+import ray
+
+from leap_ray.a2c import make_learner
+from leap_ray.config import config_from_dict
+from leap_ray.ledger import PartialMessage
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    task_id: int
+    attempt: int
+    game: str
+    seed: int
+    env_steps: int
+    init_version: int
+
+
+@dataclass(frozen=True)
+class TaskReport:
+    task_id: int
+    attempt: int
+    game: str
+    env_steps: int
+    updates: int
+    seconds: float
+    episodes: tuple  # (env_step, return, length) per finished episode
+    final_loss: float
+    chunks: int
+    rejected: str  # why the server rejected this attempt, or ""
+    node_ip: str
+    pid: int
+
+
+class TaskWorker:
+    def __init__(self, cfg_dict: dict, server) -> None:
+        self.cfg = config_from_dict(cfg_dict)
+        self.server = server
+
+    def ready(self) -> dict:
+        """Where this worker runs (the driver uses it to know the actor has started)."""
+        return {
+            "node_ip": ray.util.get_node_ip_address(),
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+        }
+
+    def run_task(self, spec: TaskSpec, init: dict) -> TaskReport:
+        try:
+            return self._run(spec, init)
+        except Exception:
+            log.exception("task %d (%s, attempt %d) failed", spec.task_id, spec.game, spec.attempt)
+            raise
+
+    def _run(self, spec: TaskSpec, init: dict) -> TaskReport:
+        learner = make_learner(self.cfg, spec.game, spec.seed)
+        learner.meta_learner.load(init, spec.init_version)
+        learner.meta_learner.to(learner.model)
+        prefix = f"task/{spec.task_id:05d}-{spec.game}/"
+        rows: list[tuple[str, int, float]] = []
+        acks: list = []
+
+        def on_log(env_step: int, values: dict[str, float]) -> None:
+            rows.extend((prefix + tag, env_step, value) for tag, value in values.items())
+
+        def on_partial(partial) -> None:
+            message = PartialMessage(
+                spec.task_id,
+                spec.attempt,
+                len(acks),
+                partial.num_tasks == 1,
+                partial.to_numpy(),
+                tuple(rows),
+            )
+            rows.clear()
+            acks.append(self.server.push.remote(message))
+
+        try:
+            summary = learner.train(
+                spec.env_steps,
+                stream_every=self.cfg.meta.stream_every,
+                on_partial=on_partial,
+                on_log=on_log,
+                log_every=self.cfg.logging.log_every,
+            )
+        finally:
+            learner.task.close()
+        answers = ray.get(acks)  # every chunk is merged before the task reports done
+        rejected = next((reason for ok, reason in answers if not ok), "")
+        return TaskReport(
+            spec.task_id,
+            spec.attempt,
+            spec.game,
+            summary.env_steps,
+            summary.updates,
+            summary.seconds,
+            tuple(summary.episodes),
+            summary.final_loss,
+            len(acks),
+            rejected,
+            ray.util.get_node_ip_address(),
+            os.getpid(),
+        )
