@@ -165,7 +165,7 @@ class Dispatcher:
     def _started(self, ref) -> None:
         worker = self.starting.pop(ref)
         try:
-            self.nodes.add(ray.get(ref)["node_ip"])
+            self.nodes.add(ray.get(ref)["node_id"])
             self.idle.append(worker)
         except RayActorError:
             log.warning("a task worker died while starting; starting another")
@@ -243,6 +243,7 @@ class MetaTrainingLoop:
                     "task %d (%s) rejected: %s", report.task_id, report.game, report.rejected
                 )
         finished.extend(reports)
+        self.logger.tasks(reports)
         rows = ray.get(self.server.drain_metrics.remote())
         for tag, step, value in rows:
             self.logger.writer.add_scalar(tag, value, step)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import time
@@ -47,6 +48,21 @@ class RunLogger:
     def scalars(self, step: int, values: dict[str, float], prefix: str = "") -> None:
         for tag, value in values.items():
             self.writer.add_scalar(prefix + tag, value, step)
+
+    def tasks(self, reports) -> None:
+        """One JSON line per finished task (where it ran, how long, its episode returns)."""
+        if not reports:
+            return
+        with open(self.run_dir / "tasks.jsonl", "a") as f:
+            for report in reports:
+                row = dataclasses.asdict(report)
+                row["episodes"] = len(report.episodes)
+                row["mean_return"] = (
+                    sum(e[1] for e in report.episodes) / len(report.episodes)
+                    if report.episodes
+                    else None
+                )
+                f.write(json.dumps(row) + "\n")
 
     def close(self, success: bool) -> None:
         self.writer.close()

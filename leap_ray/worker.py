@@ -41,6 +41,7 @@ class TaskReport:
     chunks: int
     rejected: str  # why the server rejected this attempt, or ""
     node_ip: str
+    node_id: str
     pid: int
 
 
@@ -53,6 +54,7 @@ class TaskWorker:
         """Where this worker runs (the driver uses it to know the actor has started)."""
         return {
             "node_ip": ray.util.get_node_ip_address(),
+            "node_id": ray.get_runtime_context().get_node_id(),
             "pid": os.getpid(),
             "host": socket.gethostname(),
         }
@@ -111,5 +113,6 @@ class TaskWorker:
             len(acks),
             rejected,
             ray.util.get_node_ip_address(),
+            ray.get_runtime_context().get_node_id(),
             os.getpid(),
         )
