@@ -3,6 +3,7 @@ read with `weights_only=True` (no code from a checkpoint is ever run)."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import pickle
 import re
@@ -17,6 +18,15 @@ REQUIRED = ("meta_init", "meta_step", "ledger", "config", "torch_rng", "driver")
 
 class CheckpointError(ValueError):
     """A one-line reason a checkpoint cannot be used."""
+
+
+def init_digest(init: dict) -> str:
+    """sha256 of an initialization's bytes in name order: equal digests, bit-identical inits."""
+    digest = hashlib.sha256()
+    for name in sorted(init):
+        digest.update(name.encode())
+        digest.update(torch.as_tensor(init[name]).detach().contiguous().numpy().tobytes())
+    return digest.hexdigest()
 
 
 def checkpoint_dir(run_dir: str | Path) -> Path:

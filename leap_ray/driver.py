@@ -207,6 +207,12 @@ class MetaTrainingLoop:
         self.cfg, self.server, self.pool, self.logger = cfg, server, pool, logger
         self.dispatcher = Dispatcher(cfg, server)
         state = ray.get(server.state.remote())
+        if state["meta_step"] > 0:
+            print(
+                f"resumed at meta_step {state['meta_step']} (init version {state['version']}, "
+                f"sha256 {state['init_sha256']})",
+                flush=True,
+            )
         self.meta_step = state["meta_step"]
         self.next_task_id = state["driver"].get("next_task_id", 0)
         self.env_steps = state["driver"].get("env_steps", 0)
@@ -300,8 +306,8 @@ def prepare(cfg: Config, resume: str | None) -> tuple[Path, tuple, dict, dict | 
     init = initial_encoder(cfg, pool)
     checkpoint = None
     if resume:
-        run_dir = Path(resume)
-        checkpoint = load_checkpoint(run_dir)
+        checkpoint = load_checkpoint(resume)  # a run directory or one checkpoint file in it
+        run_dir = Path(resume).parent.parent if Path(resume).is_file() else Path(resume)
         probe = MetaInitialization(init, cfg.meta.optimizer, cfg.meta.lr)
         probe.load_state_dict(checkpoint["meta_init"])  # raises on an incompatible encoder
     else:

@@ -11,7 +11,7 @@ import time
 import ray
 import torch
 
-from leap_ray.checkpoint import save_checkpoint
+from leap_ray.checkpoint import init_digest, save_checkpoint
 from leap_ray.config import config_from_dict
 from leap_ray.ledger import Ledger, PartialMessage
 from leap_ray.meta import MetaInitialization
@@ -49,6 +49,7 @@ class ParameterServer:
             "meta_step": self.meta_step,
             "version": self.meta_init.version,
             "driver": dict(self.driver_state),
+            "init_sha256": init_digest(self.meta_init.state_dict()["init"]),
         }
 
     def push(self, msg: PartialMessage) -> tuple[bool, str]:

@@ -1,0 +1,67 @@
+"""The corpus under tests/data/: each malformed config or checkpoint gives its one-line error
+through the real CLI, with no traceback, and nothing is written."""
+
+import re
+from pathlib import Path
+
+import pytest
+
+from tests.processes import run_cli
+
+DATA = Path(__file__).resolve().parent / "data"
+CONFIGS = sorted((DATA / "bad_configs").glob("*.yaml"))
+CHECKPOINTS = {
+    "empty_run": "no checkpoint found under",
+    "only_temporary": "no checkpoint found under",
+    "does_not_exist": "does not exist",
+    "garbage": "is unreadable",
+    "truncated": "is unreadable",
+    "not_leap_ray": "lacks the fields of a leap-ray checkpoint",
+    "runs_code": "is unreadable: Weights only load failed",
+    "wrong_encoder": "checkpoint holds an incompatible encoder",
+}
+
+
+def tree(path: Path) -> dict[str, int]:
+    return {str(p): p.stat().st_size for p in path.rglob("*")} if path.exists() else {}
+
+
+def assert_one_line_error(result, expected: str) -> None:
+    output = result.stdout + result.stderr
+    assert result.returncode == 2, output[-2000:]
+    assert "Traceback" not in output, output[-2000:]
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and expected in last, last
+
+
+def test_corpus_is_complete():
+    assert len(CONFIGS) >= 12
+    for path in CONFIGS:
+        assert path.read_text().startswith("# expect: "), path.name
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
+def test_bad_config_gives_its_error_and_writes_nothing(path, tmp_path):
+    expected = re.match(r"# expect: (.*)", path.read_text()).group(1)
+    logdir = tmp_path / "runs"
+    result = run_cli("train", "--config", str(path), "--logdir", str(logdir))
+    assert_one_line_error(result, expected)
+    assert not logdir.exists(), "a failed start must not write a run"
+    assert not Path("/tmp/leap_ray_config_pwned").exists()
+
+
+@pytest.mark.parametrize("name", sorted(CHECKPOINTS))
+def test_bad_checkpoint_gives_its_error_and_writes_nothing(name, tmp_path):
+    run_dir = DATA / "bad_checkpoints" / name
+    before = tree(run_dir)
+    logdir = tmp_path / "runs"
+    result = run_cli("train", "--config", "configs/smoke.yaml", "--resume", str(run_dir),
+                     "--logdir", str(logdir))
+    assert_one_line_error(result, CHECKPOINTS[name])
+    assert tree(run_dir) == before and not logdir.exists()
+    assert not Path("/tmp/leap_ray_checkpoint_pwned").exists()
+
+
+def test_train_task_rejects_bad_numbers():
+    result = run_cli("train-task", "--game", "Pong", "--steps", "0")
+    assert_one_line_error(result, "--steps: must be >= 1, got 0")

@@ -1,0 +1,202 @@
+"""Fault tolerance with real processes: a task worker killed mid-task, the driver killed mid-run,
+a NaN partial; the ledger counts each task exactly once."""
+
+import os
+import re
+import signal
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from leap_ray.checkpoint import init_digest, list_checkpoints, load_checkpoint
+from leap_ray.config import load_config
+from leap_ray.driver import train
+from leap_ray.ledger import PartialMessage
+from leap_ray.meta import PartialMetaGradient
+from leap_ray.server import ParameterServer
+from tests.processes import cmdline, descendants, end_tree, start_cli, wait_for
+
+# tasks long enough (150 updates, a few seconds) to be killed in the middle
+LONG_TASKS = ["a2c.steps_per_task=4000", "meta.stream_every=10", "resources.max_attempts=3"]
+
+
+def smoke_args(logdir, run_name, *overrides):
+    args = [
+        "train",
+        "--config",
+        "configs/smoke.yaml",
+        "--logdir",
+        str(logdir),
+        "--set",
+        f"logging.run_name={run_name}",
+    ]
+    for override in [*LONG_TASKS, *overrides]:
+        args += ["--set", override]
+    return args
+
+
+@pytest.fixture(scope="module")
+def reference_run(ray_session, tmp_path_factory):
+    """An uninterrupted 3-meta_step run with the same seeds; it keeps checkpoints 1, 2 and 3."""
+    logdir = tmp_path_factory.mktemp("reference")
+    cfg = load_config(
+        "configs/smoke.yaml",
+        [f"logging.logdir={logdir}", "logging.run_name=ref", *LONG_TASKS, "meta.meta_steps=3"],
+    )
+    return train(cfg)
+
+
+def uninterrupted_init(reference_run, meta_step):
+    path = reference_run / "checkpoints" / f"checkpoint-{meta_step:06d}.pt"
+    return load_checkpoint(path)["meta_init"]["init"]
+
+
+def running_task_workers(root_pid):
+    return [p for p in descendants(root_pid) if "TaskWorker.run_task" in cmdline(p)]
+
+
+@pytest.mark.usefixtures("ray_session")
+def test_worker_killed_mid_task_counts_every_task_once(reference_run, tmp_path):
+    log = tmp_path / "cli.log"
+    proc = start_cli(*smoke_args(tmp_path, "killed"), log=log)
+    try:
+        wait_for(lambda: running_task_workers(proc.pid), 120, "a running task worker")
+        time.sleep(1.0)  # let it stream a partial or two, which the ledger must then discard
+        workers = wait_for(lambda: running_task_workers(proc.pid), 30, "a running task worker")
+        os.kill(workers[0], signal.SIGKILL)
+        assert proc.wait(timeout=240) == 0, log.read_text()[-3000:]
+    finally:
+        end_tree(proc)
+    checkpoint = load_checkpoint(tmp_path / "killed")
+    ledger = checkpoint["ledger"]
+    assert sorted(ledger) == [0, 1, 2, 3]
+    assert all(rec["status"] == "applied" for rec in ledger.values())
+    assert max(rec["attempt"] for rec in ledger.values()) == 1, "no task was re-run"
+    assert checkpoint["meta_step"] == 2
+    expected = uninterrupted_init(reference_run, 2)
+    for name, tensor in expected.items():
+        assert torch.equal(checkpoint["meta_init"]["init"][name], tensor), name
+
+
+@pytest.mark.usefixtures("ray_session")
+def test_driver_killed_then_resumed_is_bit_identical(reference_run, tmp_path):
+    log = tmp_path / "first.log"
+    proc = start_cli(*smoke_args(tmp_path, "crash", "meta.meta_steps=3"), log=log)
+    try:
+        wait_for(lambda: list_checkpoints(tmp_path / "crash"), 180, "the first checkpoint")
+        below = descendants(proc.pid)
+        os.killpg(proc.pid, signal.SIGKILL)  # the driver and its local Ray, with no warning
+        proc.wait(timeout=30)
+        for pid in below:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    finally:
+        end_tree(proc)
+    saved = load_checkpoint(tmp_path / "crash")
+    assert 1 <= saved["meta_step"] < 3
+    log2 = tmp_path / "resume.log"
+    proc = start_cli(
+        "train",
+        "--config",
+        "configs/smoke.yaml",
+        "--resume",
+        str(tmp_path / "crash"),
+        *sum((["--set", o] for o in [*LONG_TASKS, "meta.meta_steps=3"]), []),
+        log=log2,
+    )
+    try:
+        assert proc.wait(timeout=240) == 0, log2.read_text()[-3000:]
+    finally:
+        end_tree(proc)
+    output = log2.read_text()
+    resumed = re.search(r"resumed at meta_step (\d+) \(init version (\d+), sha256 (\w+)\)", output)
+    assert resumed, output[-2000:]
+    assert int(resumed.group(1)) == saved["meta_step"]
+    assert resumed.group(3) == init_digest(saved["meta_init"]["init"])
+    final = load_checkpoint(tmp_path / "crash")
+    assert final["meta_step"] == 3
+    expected = uninterrupted_init(reference_run, 3)
+    for name, tensor in expected.items():
+        assert torch.equal(final["meta_init"]["init"][name], tensor), name
+
+
+def test_interrupt_saves_a_checkpoint_and_exits_cleanly(tmp_path):
+    log = tmp_path / "cli.log"
+    proc = start_cli(*smoke_args(tmp_path, "ctrl-c", "meta.meta_steps=50"), log=log)
+    try:
+        wait_for(lambda: running_task_workers(proc.pid), 120, "a running task")
+        os.kill(proc.pid, signal.SIGINT)
+        assert proc.wait(timeout=60) == 130, log.read_text()[-3000:]
+    finally:
+        end_tree(proc)
+    assert "interrupted: saved" in log.read_text()
+    assert list_checkpoints(tmp_path / "ctrl-c")
+    assert "Traceback" not in log.read_text()
+
+
+def make_server(tmp_path, mode="sync"):
+    init = {"w": np.ones((3, 2), dtype=np.float32), "b": np.zeros(2, dtype=np.float32)}
+    cfg = {
+        "meta": {"optimizer": "sgd", "lr": 1.0, "mode": mode, "max_partial_norm": 100.0},
+        "logging": {"checkpoint_every": 1000},
+        "env": {},
+        "a2c": {},
+        "resources": {},
+    }
+    from leap_ray.config import config_from_dict
+
+    return ParameterServer(config_from_dict(cfg).to_dict(), init, str(tmp_path)), init
+
+
+def message(task_id, value, attempt=0, chunk=0, final=True, version=0):
+    grads = {"w": torch.full((3, 2), value), "b": torch.full((2,), value)}
+    partial = PartialMetaGradient(grads, 1, int(final), version)
+    return PartialMessage(task_id, attempt, chunk, final, partial.to_numpy())
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), 1e4])
+def test_bad_partial_is_rejected_and_initialization_unchanged(tmp_path, bad):
+    server, init = make_server(tmp_path)
+    accepted, reason = server.push(message(0, bad))
+    assert not accepted and ("NaN or Inf" in reason or "exceeds meta.max_partial_norm" in reason)
+    stats = server.apply([0], {})
+    assert stats["meta/tasks_rejected"] == 1 and server.meta_init.version == 0
+    for name, value in init.items():
+        assert torch.equal(server.meta_init.params[name].detach(), torch.from_numpy(value))
+    assert any(tag == "meta/rejected_partials" for tag, _, _ in server.drain_metrics())
+
+
+def test_ledger_discards_dead_attempts_and_duplicates(tmp_path):
+    server, init = make_server(tmp_path)
+    assert server.push(message(0, 5.0, attempt=0, final=False))[0]  # the attempt that dies
+    assert server.push(message(0, 1.0, attempt=1, chunk=0, final=False))[0]
+    assert not server.push(message(0, 5.0, attempt=0, chunk=1))[0]  # late chunk of the dead one
+    assert server.push(message(0, 1.0, attempt=1, chunk=0, final=False)) == (
+        True,
+        "duplicate chunk ignored",
+    )
+    assert server.push(message(0, 1.0, attempt=1, chunk=1, final=True))[0]
+    assert server.push(message(1, 3.0))[0]
+    server.apply([0, 1], {})
+    # mean over 2 tasks of (1 + 1) and 3 -> 2.5; SGD lr 1
+    torch.testing.assert_close(server.meta_init.params["w"].detach(), torch.full((3, 2), -1.5))
+    assert not server.push(message(1, 3.0, attempt=2))[0], "an applied task must not count again"
+    records = server.ledger_records()
+    assert records[0]["attempt"] == 1 and records[0]["num_segments"] == 2
+
+
+def test_async_mode_rejects_stale_partials(tmp_path):
+    server, _ = make_server(tmp_path, mode="async")  # max_staleness 2
+    server.push(message(0, 1.0))
+    server.apply([0], {})
+    server.push(message(1, 1.0))
+    server.apply([1], {})
+    server.push(message(2, 1.0, version=0))  # computed from version 0, now at version 2: ok
+    server.push(message(3, 1.0, version=0))
+    assert server.apply([2], {})["meta/staleness"] == 2.0
+    stats = server.apply([3], {})  # now 3 versions old
+    assert stats["meta/tasks_rejected"] == 1 and server.meta_init.version == 3
