@@ -178,7 +178,8 @@ class A2CLearner:
         total_updates = max(1, math.ceil(num_env_steps / per_update))
         path = PathTracker(self.model) if on_log is not None else None
         start = last_log = time.perf_counter()
-        steps_at_log = self.env_steps
+        steps_at_log = steps_at_start = self.env_steps
+        updates_at_start = self.updates
         for _ in range(total_updates):
             stats = self.step(on_partial, stream_every)
             episodes = self.task.episodes.drain()
@@ -201,7 +202,8 @@ class A2CLearner:
                     )
                 on_log(self.env_steps, stats)
         summary.final_loss = self._close_path(on_partial)
-        summary.env_steps, summary.updates = self.env_steps, self.updates
+        summary.env_steps = self.env_steps - steps_at_start  # this call's, closing rollout included
+        summary.updates = self.updates - updates_at_start
         summary.seconds = time.perf_counter() - start
         return summary
 

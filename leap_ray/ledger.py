@@ -10,7 +10,10 @@ of a path is not a meta-gradient). `take` hands the finished tasks to one meta-s
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass, field
+
+import torch
 
 from leap_ray.meta import PartialMetaGradient
 
@@ -34,7 +37,9 @@ class TaskEntry:
     task_id: int
     attempt: int
     init_version: int = -1
-    partial: PartialMetaGradient | None = None
+    grads: list | None = None  # the running sum, owned by the ledger (summed in place)
+    names: tuple = ()
+    num_tasks: int = 0
     chunks: set[int] = field(default_factory=set)
     num_chunks: int | None = None
     status: str = "running"  # running | finished | rejected | applied
@@ -72,28 +77,39 @@ class Ledger:
             return False, f"attempt {msg.attempt} of task {msg.task_id} was rejected"
         if msg.chunk in entry.chunks:
             return True, "duplicate chunk ignored"
-        partial = PartialMetaGradient.from_numpy(msg.payload)
+        partial = PartialMetaGradient.from_numpy(msg.payload, copy=False)  # read-only view
         problem = self._problem(partial)
         if problem:
             self.rejected_chunks += 1
-            entry.status, entry.reason, entry.partial = "rejected", problem, None
+            entry.status, entry.reason, entry.grads = "rejected", problem, None
             log.warning("rejected task %d attempt %d: %s", msg.task_id, msg.attempt, problem)
             return False, problem
-        entry.init_version = partial.init_version
-        entry.partial = partial if entry.partial is None else entry.partial.merge(partial)
+        self._accumulate(entry, partial)
         entry.chunks.add(msg.chunk)
         if msg.final:
             entry.num_chunks = msg.chunk + 1
         if entry.num_chunks is not None and len(entry.chunks) == entry.num_chunks:
             entry.status = "finished"
-            entry.num_segments = entry.partial.num_segments
         return True, "merged"
 
+    @staticmethod
+    def _accumulate(entry: TaskEntry, partial: PartialMetaGradient) -> None:
+        if entry.grads is None:
+            entry.names = tuple(partial.grads)
+            entry.grads = [g.clone() for g in partial.grads.values()]
+            entry.init_version = partial.init_version
+        elif tuple(partial.grads) != entry.names or partial.init_version != entry.init_version:
+            raise ValueError(f"task {entry.task_id}: chunks of one attempt disagree")
+        else:
+            torch._foreach_add_(entry.grads, list(partial.grads.values()))
+        entry.num_segments += partial.num_segments
+        entry.num_tasks += partial.num_tasks
+
     def _problem(self, partial: PartialMetaGradient) -> str:
-        if not partial.is_finite():
-            return "partial meta-gradient holds NaN or Inf"
         norm = partial.norm()
-        if norm > self.max_partial_norm:
+        if not math.isfinite(norm) and not partial.is_finite():
+            return "partial meta-gradient holds NaN or Inf"
+        if not norm <= self.max_partial_norm:
             return f"partial meta-gradient norm {norm:.3g} exceeds meta.max_partial_norm"
         return ""
 
@@ -109,30 +125,30 @@ class Ledger:
         missing = [t for t in task_ids if not self.done(t)]
         if missing:
             raise ValueError(f"tasks {missing[:5]} have not finished")
-        accepted, staleness = [], []
+        total, segments, tasks, staleness = None, 0, 0, []
         for task_id in task_ids:
             entry = self.entries[task_id]
             lag = version - entry.init_version
             if entry.status == "finished" and lag > max_staleness:
                 entry.status, entry.reason = "rejected", f"stale by {lag} versions"
             if entry.status == "finished":
-                accepted.append(
-                    PartialMetaGradient(
-                        entry.partial.grads,
-                        entry.partial.num_segments,
-                        entry.partial.num_tasks,
-                        version,
-                    )
-                )
+                if total is None:
+                    total, names = entry.grads, entry.names  # ledger-owned: sum in place
+                else:
+                    torch._foreach_add_(total, entry.grads)
+                segments, tasks = segments + entry.num_segments, tasks + entry.num_tasks
                 staleness.append(lag)
                 entry.status = "applied"
-            entry.meta_step, entry.partial = meta_step, None
+            entry.meta_step, entry.grads = meta_step, None
         stats = {
-            "meta/tasks_applied": float(len(accepted)),
-            "meta/tasks_rejected": float(len(task_ids) - len(accepted)),
+            "meta/tasks_applied": float(len(staleness)),
+            "meta/tasks_rejected": float(len(task_ids) - len(staleness)),
             "meta/staleness": sum(staleness) / len(staleness) if staleness else 0.0,
         }
-        return (PartialMetaGradient.sum(accepted) if accepted else None), stats
+        if total is None:
+            return None, stats
+        grads = dict(zip(names, total, strict=True))
+        return PartialMetaGradient(grads, segments, tasks, version), stats
 
     def records(self) -> dict[int, dict]:
         return {task_id: entry.record() for task_id, entry in self.entries.items()}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 
 import numpy as np
@@ -23,7 +22,7 @@ class MetaInitialization:
             raise ValueError(f"meta optimizer must be one of {META_OPTIMIZERS}, got {optimizer!r}")
         self.params = {name: nn.Parameter(as_float_tensor(value)) for name, value in init.items()}
         opt_class = torch.optim.Adam if optimizer == "adam" else torch.optim.SGD
-        self.optimizer = opt_class(list(self.params.values()), lr=lr)
+        self.optimizer = opt_class(list(self.params.values()), lr=lr, fused=True)
         self.version = 0
 
     def shapes(self) -> dict[str, tuple[int, ...]]:
@@ -35,15 +34,15 @@ class MetaInitialization:
     def step(self, partial: PartialMetaGradient) -> dict[str, float]:
         """Meta-batch mean into .grad, one optimizer step, version + 1."""
         mean = partial.mean()
-        before = {name: p.detach().clone() for name, p in self.params.items()}
+        params = [p.detach() for p in self.params.values()]
+        before = [p.clone() for p in params]
         for name, p in self.params.items():
             p.grad = mean[name]
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.version += 1
-        change = math.sqrt(
-            sum(float((p.detach() - before[n]).pow(2).sum()) for n, p in self.params.items())
-        )
+        torch._foreach_sub_(before, params)  # theta_old - theta_new
+        change = float(torch.linalg.vector_norm(torch.stack(torch._foreach_norm(before))))
         return {
             "meta/gradient_norm": partial.norm() / partial.num_tasks,
             "meta/init_change": change,

@@ -8,7 +8,7 @@ meta-batch mean divides by the number of *finished* tasks the merged partial con
 
 from __future__ import annotations
 
-import math
+import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
@@ -25,8 +25,7 @@ class PartialMetaGradient:
     num_tasks: int
     init_version: int
 
-    def merge(self, other: PartialMetaGradient) -> PartialMetaGradient:
-        """Exact sum of two partials from the same initialization version."""
+    def _check_mergeable(self, other: PartialMetaGradient) -> None:
         if other.init_version != self.init_version:
             raise ValueError(
                 f"cannot merge partials of init versions {self.init_version} and "
@@ -34,25 +33,28 @@ class PartialMetaGradient:
             )
         if other.grads.keys() != self.grads.keys():
             raise ValueError("cannot merge partials over different parameter names")
-        grads = {name: g + other.grads[name] for name, g in self.grads.items()}
-        return PartialMetaGradient(
-            grads,
-            self.num_segments + other.num_segments,
-            self.num_tasks + other.num_tasks,
-            self.init_version,
-        )
+
+    def merge(self, other: PartialMetaGradient) -> PartialMetaGradient:
+        """Exact sum of two partials from the same initialization version."""
+        return PartialMetaGradient.sum([self, other])
 
     @staticmethod
     def sum(partials: Iterable[PartialMetaGradient]) -> PartialMetaGradient:
-        """Merge many partials; raises on an empty iterable."""
+        """Merge many partials in order (one new buffer, summed in place); raises on none."""
         iterator = iter(partials)
         try:
-            total = next(iterator)
+            first = next(iterator)
         except StopIteration:
             raise ValueError("cannot sum zero partial meta-gradients") from None
+        total = [g.clone() for g in first.grads.values()]
+        segments, tasks = first.num_segments, first.num_tasks
         for partial in iterator:
-            total = total.merge(partial)
-        return total
+            first._check_mergeable(partial)
+            torch._foreach_add_(total, [partial.grads[name] for name in first.grads])
+            segments += partial.num_segments
+            tasks += partial.num_tasks
+        grads = dict(zip(first.grads, total, strict=True))
+        return PartialMetaGradient(grads, segments, tasks, first.init_version)
 
     @staticmethod
     def zeros(shapes: Mapping[str, tuple[int, ...]], init_version: int) -> PartialMetaGradient:
@@ -66,7 +68,9 @@ class PartialMetaGradient:
         return {name: g / self.num_tasks for name, g in self.grads.items()}
 
     def norm(self) -> float:
-        return math.sqrt(sum(float(g.double().pow(2).sum()) for g in self.grads.values()))
+        """Euclidean norm over all tensors (NaN or inf if any entry is)."""
+        norms = torch._foreach_norm(list(self.grads.values()))
+        return float(torch.linalg.vector_norm(torch.stack(norms)))
 
     def is_finite(self) -> bool:
         return all(bool(torch.isfinite(g).all()) for g in self.grads.values())
@@ -81,11 +85,18 @@ class PartialMetaGradient:
         }
 
     @staticmethod
-    def from_numpy(payload: Mapping) -> PartialMetaGradient:
-        grads = {
-            name: torch.from_numpy(np.array(array, dtype=np.float32, copy=True))
-            for name, array in payload["grads"].items()
-        }
+    def from_numpy(payload: Mapping, copy: bool = True) -> PartialMetaGradient:
+        """With copy=False the tensors view the arrays (zero-copy; may be read-only: never
+        modify them)."""
+        if copy:
+            grads = {
+                name: torch.from_numpy(np.array(array, dtype=np.float32, copy=True))
+                for name, array in payload["grads"].items()
+            }
+        else:
+            with warnings.catch_warnings():  # Ray's object store hands out read-only arrays
+                warnings.simplefilter("ignore", UserWarning)
+                grads = {n: torch.from_numpy(a) for n, a in payload["grads"].items()}
         return PartialMetaGradient(
             grads,
             int(payload["num_segments"]),
