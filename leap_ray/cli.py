@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import time
 
 from leap_ray.config import ConfigError, load_config
 
@@ -40,17 +41,76 @@ def build_parser() -> argparse.ArgumentParser:
     task.add_argument("--game", required=True, help="Atari game (e.g. Pong) or gym id")
     task.add_argument("--steps", type=int, required=True, help="env_steps to train")
     task.add_argument("--seed", type=int, default=0)
+    _add_evaluate_parsers(sub)
     return parser
 
 
+def _add_evaluate_parsers(sub) -> None:
+    ev = sub.add_parser(
+        "evaluate", help="transfer: fresh learners on held-out games from each initialization"
+    )
+    ev.add_argument("--init", required=True, metavar="RUN_OR_CHECKPOINT", help="[NAME:]PATH")
+    ev.add_argument("--games", help="comma-separated games or gym ids (default: env.held_out)")
+    ev.add_argument("--steps", type=int, help="env_steps per run (default: a2c.steps_per_task)")
+    ev.add_argument("--seeds", type=int, default=3, help="seeds 0..S-1, paired across methods")
+    ev.add_argument(
+        "--baseline",
+        action="append",
+        default=[],
+        metavar="random|NAME:CHECKPOINT",
+        help="repeatable, e.g. --baseline random --baseline reptile:runs/reptile",
+    )
+    ev.add_argument("--config", help="YAML config (default: the --init checkpoint's config)")
+    ev.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE")
+    ev.add_argument("--out", help="output directory (default: <run>/eval-<timestamp>)")
+    ev.add_argument("--address", help="Ray address; default: RAY_ADDRESS, else a new local Ray")
+    ft = sub.add_parser(
+        "finetune", help="baseline: one encoder trained on the pool's games in turn (no Ray)"
+    )
+    _add_config_args(ft, required=True)
+    ft.add_argument("--steps-per-game", type=int, required=True, help="env_steps per game")
+    ft.add_argument("--out", help="run directory (default: <logdir>/finetune-<timestamp>)")
+
+
+def _evaluate(args: argparse.Namespace, command: str) -> int:
+    from leap_ray.evaluate import evaluate, make_plan
+
+    games = [g.strip() for g in args.games.split(",") if g.strip()] if args.games else None
+    plan = make_plan(
+        args.init, args.baseline, games, args.steps, args.seeds, args.config, args.set, args.out
+    )
+    evaluate(plan, address=args.address, command=command)
+    return 0
+
+
+def _finetune(args: argparse.Namespace, cfg, command: str) -> int:
+    from pathlib import Path
+
+    from leap_ray.finetune import finetune
+
+    if args.steps_per_game < 1:
+        raise ConfigError(f"--steps-per-game: must be >= 1, got {args.steps_per_game}")
+    name = cfg.logging.run_name or time.strftime("finetune-%Y%m%d-%H%M%S")
+    out = Path(args.out or Path(cfg.logging.logdir) / name)
+    if out.exists() and any(out.iterdir()):
+        raise ConfigError(f"--out: {str(out)!r} exists and is not empty")
+    finetune(cfg, args.steps_per_game, out, command=command)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     try:
+        if args.command == "evaluate":
+            return _evaluate(args, " ".join(argv))
         overrides = list(args.set) + ([f"logging.logdir={args.logdir}"] if args.logdir else [])
         cfg = load_config(args.config, overrides)
+        if args.command == "finetune":
+            return _finetune(args, cfg, " ".join(argv))
         if args.command == "train-task":
             if args.steps < 1:
                 raise ConfigError(f"--steps: must be >= 1, got {args.steps}")

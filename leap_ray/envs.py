@@ -1,5 +1,6 @@
 """Vectorized tasks for the learner: Atari through ale-py's C++ `AtariVectorEnv`, and small
-vector-observation gymnasium tasks (CartPole) through the same interface.
+vector-observation gymnasium tasks (CartPole) through the same interface. A gym id may carry
+attribute overrides, "CartPole-v1?length=0.8&gravity=12", for a parametrized task family.
 
 The environments are split into groups that step asynchronously (`send` / `recv`): while one
 group's ALE thread emulates, the learner runs the policy on another group's observations. Rewards
@@ -10,6 +11,7 @@ is the first of a new episode); truncation is treated as termination.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import gymnasium as gym
@@ -92,15 +94,36 @@ class AtariGroup:
         self.env.close()
 
 
+def make_gym(env_id: str) -> gym.Env:
+    """`gym.make` for ids like "CartPole-v1?length=0.8&gravity=12": each key=value sets a numeric
+    attribute of the unwrapped env (its physics), so one id names one task of a family."""
+    base, _, query = env_id.partition("?")
+    env = gym.make(base)
+    inner = env.unwrapped
+    for item in filter(None, query.split("&")):
+        key, _, raw = item.partition("=")
+        current = getattr(inner, key, None)
+        if isinstance(current, bool) or not isinstance(current, int | float):
+            env.close()
+            raise ValueError(f"{env_id}: {key!r} is not a numeric attribute of {base}")
+        try:
+            setattr(inner, key, float(raw))
+        except ValueError:
+            env.close()
+            raise ValueError(f"{env_id}: {key}={raw!r} is not a number") from None
+    if hasattr(inner, "polemass_length"):  # CartPole derives these two in __init__
+        inner.total_mass = inner.masspole + inner.masscart
+        inner.polemass_length = inner.masspole * inner.length
+    return env
+
+
 class GymGroup:
     """A synchronous gymnasium vector env behind the same send/recv interface."""
 
     def __init__(self, env_id: str, num_envs: int, seed: int) -> None:
-        self.env = gym.make_vec(
-            env_id,
-            num_envs=num_envs,
-            vectorization_mode="sync",
-            vector_kwargs={"autoreset_mode": gym.vector.AutoresetMode.SAME_STEP},
+        self.env = gym.vector.SyncVectorEnv(
+            [functools.partial(make_gym, env_id)] * num_envs,
+            autoreset_mode=gym.vector.AutoresetMode.SAME_STEP,
         )
         self.num_envs = num_envs
         self.seed = seed
@@ -138,7 +161,7 @@ class VectorTask:
             ]
         else:
             self.game = game
-            probe = gym.make(game)
+            probe = make_gym(game)
             if not isinstance(probe.action_space, gym.spaces.Discrete):
                 raise ValueError(f"{game}: only discrete action spaces are supported")
             self.num_actions = int(probe.action_space.n)
@@ -168,7 +191,7 @@ def observation_shape(cfg: EnvConfig, game: str) -> tuple[int, ...]:
     """[C, 84, 84] frames for Atari (C = stack x 1 or 3 channels); the env's shape otherwise."""
     if cfg.suite == "atari":
         return (cfg.frame_stack * (1 if cfg.grayscale else 3), 84, 84)
-    probe = gym.make(game)
+    probe = make_gym(game)
     shape = tuple(probe.observation_space.shape)
     probe.close()
     return shape

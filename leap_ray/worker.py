@@ -7,9 +7,11 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import time
 from dataclasses import dataclass
 
 import ray
+import torch
 
 from leap_ray.a2c import make_learner
 from leap_ray.config import config_from_dict
@@ -43,6 +45,8 @@ class TaskReport:
     node_ip: str
     node_id: str
     pid: int
+    started_at: float  # wall clock (time.time()) when the task began and ended
+    finished_at: float
 
 
 class TaskWorker:
@@ -66,7 +70,29 @@ class TaskWorker:
             log.exception("task %d (%s, attempt %d) failed", spec.task_id, spec.game, spec.attempt)
             raise
 
+    def run_eval(self, game: str, seed: int, steps: int, init: dict | None, method: str) -> dict:
+        """Transfer evaluation: a fresh learner (new heads, no meta-learner) whose encoder starts
+        from `init` (None: the seed's own random encoder); returns its episode curve."""
+        try:
+            learner = make_learner(self.cfg, game, seed, meta=False)
+            try:
+                if init is not None:
+                    state = {name: torch.tensor(value) for name, value in init.items()}
+                    learner.model.encoder.load_state_dict(state)
+                summary = learner.train(steps)
+            finally:
+                learner.task.close()
+        except Exception:
+            log.exception("evaluation of %s on %s (seed %d) failed", method, game, seed)
+            raise
+        return {
+            "episodes": tuple(summary.episodes),
+            "env_steps": summary.env_steps,
+            "seconds": summary.seconds,
+        }
+
     def _run(self, spec: TaskSpec, init: dict) -> TaskReport:
+        started_at = time.time()
         learner = make_learner(self.cfg, spec.game, spec.seed)
         learner.meta_learner.load(init, spec.init_version)
         learner.meta_learner.to(learner.model)
@@ -115,4 +141,6 @@ class TaskWorker:
             ray.util.get_node_ip_address(),
             ray.get_runtime_context().get_node_id(),
             os.getpid(),
+            started_at,
+            time.time(),
         )

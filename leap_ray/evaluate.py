@@ -1,0 +1,284 @@
+"""Transfer evaluation, the paper's test of an initialization (Flennerhag et al., 2019, Sec. 4.3):
+fresh A2C learners on held-out games, new heads, the encoder loaded from each initialization, the
+same seeds for every method (a paired comparison); and the multi-task `finetune` baseline.
+
+The learning runs are `TaskWorker.run_eval` on Ray actors ({ref: job} + `ray.wait`); finetuning
+runs in-process. The curve maths lives in `curves.py`; only this driver-side code writes logs.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import logging
+import re
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import ray
+from ray.exceptions import RayActorError
+from tqdm import tqdm
+
+from leap_ray import curves
+from leap_ray.checkpoint import load_checkpoint
+from leap_ray.config import Config, ConfigError, _apply_override, config_from_dict, load_config
+from leap_ray.driver import check_resources, connect, make_worker
+from leap_ray.envs import observation_shape, task_pool
+from leap_ray.games import resolve_game
+from leap_ray.logger import RunLogger
+from leap_ray.models import make_encoder
+
+log = logging.getLogger(__name__)
+RANDOM = "random"  # the paper's "no pretraining": each seed's own freshly drawn encoder
+LABEL = re.compile(r"([A-Za-z][\w.-]*):(.+)")
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str
+    source: str  # a checkpoint or run directory, or "random"
+    init: dict | None  # encoder parameter name -> np.ndarray; None: the seed's random encoder
+
+
+@dataclass(frozen=True)
+class EvalJob:
+    method: str
+    game: str
+    seed: int
+
+
+@dataclass(frozen=True)
+class EvalPlan:
+    cfg: Config
+    methods: tuple[Method, ...]
+    games: tuple[str, ...]
+    seeds: tuple[int, ...]
+    steps: int
+    out: Path
+
+
+# -- inputs: everything that can fail on bad input, checked before Ray starts -------------------
+def _path(spec: str) -> str:
+    """The checkpoint part of `[NAME:]CHECKPOINT`."""
+    match = LABEL.fullmatch(spec)
+    return match[2] if match else spec
+
+
+def parse_method(spec: str, need_label: bool) -> Method:
+    """`random`, `NAME:CHECKPOINT`, or (for --init) a bare checkpoint or run directory, whose
+    label is then "finetune" for a finetune checkpoint, else the run's meta-algorithm."""
+    if spec == RANDOM:
+        return Method(RANDOM, RANDOM, None)
+    match = LABEL.fullmatch(spec)
+    if need_label and not match:
+        raise ConfigError(f"--baseline {spec!r}: expected 'random' or NAME:CHECKPOINT")
+    state = load_checkpoint(_path(spec))
+    algorithm = (
+        "finetune" if "finetune" in state["driver"] else state["config"]["meta"]["algorithm"]
+    )
+    label = match[1] if match else algorithm
+    init = {name: t.numpy().copy() for name, t in state["meta_init"]["init"].items()}
+    return Method(label, _path(spec), init)
+
+
+def eval_config(init: str, config_path: str | None, overrides: list[str]) -> Config:
+    """--config if given, else the --init checkpoint's own config; then the --set overrides."""
+    if config_path:
+        return load_config(config_path, overrides)
+    data = copy.deepcopy(load_checkpoint(_path(init))["config"])
+    for override in overrides:
+        _apply_override(data, override)
+    return config_from_dict(data)
+
+
+def resolve_games(cfg: Config, names: list[str]) -> tuple[str, ...]:
+    if cfg.env.suite == "atari":
+        return tuple(resolve_game(name) for name in names)
+    for name in names:
+        try:
+            observation_shape(cfg.env, name)
+        except gym.error.Error as error:
+            raise ValueError(f"unknown gym id {name!r}: {error}") from None
+    return tuple(names)
+
+
+def check_shapes(cfg: Config, games: tuple[str, ...], methods: list[Method]) -> None:
+    """Every initialization must fit the configured encoder on every game."""
+    for game in games:
+        encoder = make_encoder(cfg.a2c.encoder, observation_shape(cfg.env, game))
+        want = {name: tuple(p.shape) for name, p in encoder.named_parameters()}
+        for method in (m for m in methods if m.init is not None):
+            got = {name: tuple(v.shape) for name, v in method.init.items()}
+            if got != want:
+                bad = next(n for n in sorted(want.keys() | got.keys()) if want.get(n) != got.get(n))
+                raise ConfigError(
+                    f"{method.name} ({method.source}): its encoder does not fit "
+                    f"a2c.encoder={cfg.a2c.encoder!r} on {game} "
+                    f"({bad}: checkpoint {got.get(bad)}, config {want.get(bad)})"
+                )
+
+
+def make_plan(
+    init: str,
+    baselines: list[str],
+    games: list[str] | None,
+    steps: int | None,
+    seeds: int,
+    config_path: str | None = None,
+    overrides: tuple[str, ...] = (),
+    out: str | None = None,
+) -> EvalPlan:
+    if seeds < 1 or (steps is not None and steps < 1):
+        raise ConfigError(f"--seeds and --steps must be >= 1, got {seeds} and {steps}")
+    cfg = eval_config(init, config_path, list(overrides))
+    methods = [parse_method(init, need_label=False)]
+    methods += [parse_method(spec, need_label=True) for spec in baselines]
+    methods.sort(key=lambda m: m.name == RANDOM)  # last: paired differences read "X − random"
+    names = [m.name for m in methods]
+    if len(set(names)) < len(names):
+        raise ConfigError(f"method names must differ, got {names}; label them NAME:CHECKPOINT")
+    resolved = resolve_games(cfg, list(games or cfg.env.held_out))
+    check_shapes(cfg, resolved, methods)
+    if out is None:
+        root = Path(_path(init))
+        run = root if root.is_dir() else root.parent
+        run = run.parent if run.name == "checkpoints" else run
+        out = str(run / f"eval-{time.strftime('%Y%m%d-%H%M%S')}")
+    if Path(out).exists() and any(Path(out).iterdir()):
+        raise ConfigError(f"--out: {out!r} exists and is not empty")
+    steps = steps or cfg.a2c.steps_per_task
+    return EvalPlan(cfg, tuple(methods), resolved, tuple(range(seeds)), steps, Path(out))
+
+
+# -- the learning runs, on Ray ------------------------------------------------------------------
+def jobs(plan: EvalPlan) -> list[EvalJob]:
+    """Every game x method x seed; the same seeds for every method."""
+    return [EvalJob(m.name, g, s) for g in plan.games for m in plan.methods for s in plan.seeds]
+
+
+def run_jobs(plan: EvalPlan, address: str | None = None) -> dict[EvalJob, dict]:
+    """Every job on task-worker actors; the run needs no parameter server, so none is pinned."""
+    cfg = replace(plan.cfg, resources=replace(plan.cfg.resources, server_resource=""))
+    started_ray = connect(cfg, address)
+    try:
+        check_resources(cfg)
+        init_refs = {m.name: ray.put(m.init) for m in plan.methods if m.init is not None}
+        with tqdm(total=len(jobs(plan)), unit="run", disable=not cfg.logging.progress) as bar:
+            return _dispatch(cfg, plan.steps, jobs(plan), init_refs, bar)
+    finally:
+        if started_ray:
+            ray.shutdown()
+
+
+def _dispatch(cfg: Config, steps: int, queue: list[EvalJob], init_refs: dict, bar) -> dict:
+    """One call in flight per started worker ({ref: job} + `ray.wait`); a worker that has not
+    started yet gets no job, so a cluster smaller than resources.num_workers still finishes."""
+    starting, running, results = {}, {}, {}
+    attempts = dict.fromkeys(queue, 0)
+
+    def start_worker() -> None:
+        worker = make_worker(cfg, None)
+        starting[worker.ready.remote()] = worker
+
+    for _ in range(min(cfg.resources.num_workers, len(queue))):
+        start_worker()
+    while running or queue:
+        (ref,), _ = ray.wait([*running, *starting], num_returns=1)
+        worker, job = (starting.pop(ref), None) if ref in starting else running.pop(ref)
+        try:
+            result = ray.get(ref)
+        except RayActorError:
+            ray.kill(worker, no_restart=True)
+            start_worker()
+            if job is not None:
+                attempts[job] += 1
+                if attempts[job] >= cfg.resources.max_attempts:
+                    raise RuntimeError(f"{job}: its worker died {attempts[job]} times") from None
+                log.warning("the worker of %s died; re-running it on a new worker", job)
+                queue.insert(0, job)
+            continue
+        if job is not None:
+            results[job] = result
+            bar.update(1)
+        if queue:
+            job = queue.pop(0)
+            args = (job.game, job.seed, steps, init_refs.get(job.method), job.method)
+            running[worker.run_eval.remote(*args)] = (worker, job)
+    return results
+
+
+# -- outputs: curves.csv, TensorBoard, transfer.png, summary.md ---------------------------------
+def max_return(cfg: Config, game: str) -> float | None:
+    """Known only for the CartPole family: one point per step up to the time limit."""
+    base = game.partition("?")[0]
+    if cfg.env.suite == "gym" and base.startswith("CartPole"):
+        return float(gym.spec(base).max_episode_steps)
+    return None
+
+
+def _tag(game: str) -> str:
+    return game.replace("/", "_")
+
+
+def write_outputs(plan: EvalPlan, results: dict[EvalJob, dict], logger: RunLogger) -> None:
+    edges = curves.bin_edges(plan.steps)
+    x = curves.bin_centers(edges)
+    by_game = {g: {m.name: {} for m in plan.methods} for g in plan.games}
+    with open(plan.out / "curves.csv", "w", newline="") as f:
+        rows = csv.writer(f)
+        rows.writerow(["method", "game", "seed", "env_step", "episode_return"])
+        order = {job: i for i, job in enumerate(jobs(plan))}
+        for job in sorted(results, key=order.__getitem__):
+            episodes = results[job]["episodes"]
+            tag = f"eval/{_tag(job.game)}/{job.method}/seed{job.seed}/episode_return"
+            for env_step, episode_return, _ in episodes:
+                rows.writerow([job.method, job.game, job.seed, env_step, episode_return])
+                logger.writer.add_scalar(tag, episode_return, env_step)
+            steps, returns = [e[0] for e in episodes], [e[1] for e in episodes]
+            by_game[job.game][job.method][job.seed] = curves.bin_curve(steps, returns, edges)
+    for game, by_method in by_game.items():
+        for method, by_seed in by_method.items():
+            finished = [c for c in by_seed.values() if not np.isnan(c).any()]
+            tag = f"eval/{_tag(game)}/{method}/mean_episode_return"
+            for step, value in zip(x, np.mean(finished, axis=0) if finished else (), strict=False):
+                logger.writer.add_scalar(tag, value, int(step))
+    curves.transfer_figure(x, by_game).savefig(plan.out / "transfer.png", dpi=100)
+    (plan.out / "summary.md").write_text(summary_text(plan, x, by_game))
+
+
+def summary_text(plan: EvalPlan, x: np.ndarray, by_game: dict) -> str:
+    try:
+        pool = set(task_pool(plan.cfg.env))
+    except ValueError:
+        pool = set()
+    header = [
+        "# Transfer evaluation",
+        "",
+        f"{plan.steps} env_steps per run, seeds {list(plan.seeds)} (the same for every method), "
+        f"a2c.encoder={plan.cfg.a2c.encoder}, {len(x)} bins of {x[1] - x[0]:.0f} env_steps.",
+        "",
+        *(f"- `{m.name}`: {m.source}" for m in plan.methods),
+    ]
+    max_returns = {game: max_return(plan.cfg, game) for game in by_game}
+    return curves.summary_markdown(header, x, by_game, max_returns, pool)
+
+
+def evaluate(plan: EvalPlan, address: str | None = None, command: str = "evaluate") -> Path:
+    logger = RunLogger(plan.out, plan.cfg, command)
+    methods = {m.name: m.source for m in plan.methods}
+    logger.meta["evaluation"] = {"methods": methods, "seeds": list(plan.seeds), "steps": plan.steps}
+    success = False
+    try:
+        start = time.monotonic()
+        results = run_jobs(plan, address)
+        write_outputs(plan, results, logger)
+        env_steps = sum(r["env_steps"] for r in results.values())
+        seconds = time.monotonic() - start
+        print(f"done: {len(results)} runs, {env_steps} env_steps in {seconds:.0f} s; {plan.out}")
+        success = True
+    finally:
+        logger.close(success)
+    return plan.out

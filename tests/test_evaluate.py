@@ -1,0 +1,198 @@
+"""Transfer evaluation: the curve maths against hand-computed values, the CartPole family ids,
+bad input, and `finetune` then `evaluate` end to end on a real local Ray with tiny CartPole runs."""
+
+import ast
+import csv
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from matplotlib.image import imread
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from leap_ray import curves
+from leap_ray.checkpoint import load_checkpoint, save_checkpoint
+from leap_ray.cli import main
+from leap_ray.config import load_config
+from leap_ray.driver import initial_encoder
+from leap_ray.envs import VectorTask, make_gym, task_pool
+from leap_ray.finetune import encoder_checkpoint
+
+FAMILY = ("CartPole-v1?length=0.75&gravity=12.0", "CartPole-v1?length=0.35&force_mag=7.0")
+GYM = {
+    "env": {
+        "suite": "gym",
+        "games": ["CartPole-v1?length=0.25", "CartPole-v1?gravity=15.0"],
+        "held_out": list(FAMILY),
+        "num_envs": 4,
+    },
+    "a2c": {"encoder": "mlp", "steps_per_task": 200, "lr": 2e-3},
+    "logging": {"progress": False, "dashboard": False},
+}
+
+
+# -- the maths, by hand ----------------------------------------------------------------------------
+def test_auc_is_the_trapezoid_over_the_step_range():
+    # (0 + 2) / 2 * 1 + (2 + 2) / 2 * 2 = 5 over a range of 3
+    assert curves.auc(np.array([0.0, 1.0, 3.0]), np.array([0.0, 2.0, 2.0])) == pytest.approx(5 / 3)
+    assert curves.auc(np.array([7.0]), np.array([4.0])) == 4.0
+    assert curves.error_auc(np.array([0.0, 10.0]), np.array([250.0, 250.0]), 500.0) == 0.5
+
+
+def test_mean_standard_error_and_final_value():
+    mean, err = curves.mean_stderr([1.0, 2.0, 3.0, 6.0])  # sample std sqrt(14 / 3), n = 4
+    assert mean == 3.0 and err == pytest.approx(math.sqrt(14 / 3) / 2)
+    assert curves.mean_stderr([5.0])[0] == 5.0 and math.isnan(curves.mean_stderr([5.0])[1])
+    assert curves.final_value(np.arange(20.0)) == 18.5  # the last 10%: 18 and 19
+    assert curves.final_value(np.arange(5.0)) == 4.0  # at least one point
+
+
+def test_binning_means_per_bin_and_fills_the_gaps():
+    edges = curves.bin_edges(40, num_bins=4)  # (0, 10], (10, 20], (20, 30], (30, 40]
+    np.testing.assert_allclose(curves.bin_centers(edges), [5, 15, 25, 35])
+    got = curves.bin_curve([12, 18, 35], [2.0, 4.0, 10.0], edges)
+    np.testing.assert_allclose(got, [3.0, 3.0, 3.0, 10.0])  # back-filled, carried, mean of 2
+    np.testing.assert_allclose(curves.bin_curve([10, 45], [1.0, 5.0], edges), [1, 1, 1, 5])
+    assert np.isnan(curves.bin_curve([], [], edges)).all()
+
+
+def test_rows_and_paired_differences_by_hand():
+    x = np.array([0.0, 1.0])
+    runs = {
+        "leap": {0: np.array([1.0, 1.0]), 1: np.array([5.0, 5.0]), 2: np.full(2, np.nan)},
+        "random": {0: np.array([0.0, 0.0]), 1: np.array([2.0, 2.0]), 2: np.array([9.0, 9.0])},
+    }
+    leap, random = curves.game_rows(x, runs, max_return=10.0)
+    assert leap["seeds"] == "2/3" and random["seeds"] == "3/3"  # seed 2 of leap: no episode
+    assert leap["AUC (return)"] == "3.0 ± 2.0"  # AUCs 1 and 5
+    assert leap["error AUC"] == "0.700 ± 0.200"  # 1 - AUC / 10: 0.9 and 0.5
+    (pair,) = curves.paired_rows(x, runs)
+    assert pair["pair"] == "leap − random" and pair["seeds"] == "2"
+    assert pair["Δ AUC"] == "2.0 ± 1.0"  # per seed 1 - 0 and 5 - 2: mean 2, std sqrt(2)
+
+
+def test_figure_has_one_panel_per_game():
+    x = np.arange(3.0)
+    runs = {"leap": {0: np.ones(3), 1: np.zeros(3)}, "random": {0: np.full(3, np.nan)}}
+    fig = curves.transfer_figure(x, {"A": runs, "B": runs, "C": runs})
+    assert len(fig.axes) == 3
+    assert [ax.get_title() for ax in fig.axes] == ["A", "B", "C"]
+
+
+def test_curve_maths_imports_neither_ray_nor_torch():
+    tree = ast.parse(Path(curves.__file__).read_text())
+    imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    imported |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+    assert not {m.split(".")[0] for m in imported} & {"ray", "torch"}
+
+
+# -- the CartPole family ---------------------------------------------------------------------------
+def test_family_ids_set_the_physics():
+    env = make_gym("CartPole-v1?length=0.8&gravity=12")
+    inner = env.unwrapped
+    assert (inner.length, inner.gravity) == (0.8, 12.0)
+    assert inner.polemass_length == pytest.approx(0.1 * 0.8)  # derived values follow
+    env.close()
+    task = VectorTask(FAMILY[0], load_config(None, ["env.suite=gym", "env.num_envs=2"]).env, 0)
+    assert task.obs_shape == (4,) and task.num_actions == 2
+    assert task.groups[0].env.envs[0].unwrapped.length == 0.75
+    task.close()
+    with pytest.raises(ValueError, match="'foo' is not a numeric attribute"):
+        make_gym("CartPole-v1?foo=1")
+    with pytest.raises(ValueError, match="is not a number"):
+        make_gym("CartPole-v1?length=long")
+
+
+# -- bad input: one line, exit 2, before Ray -------------------------------------------------------
+@pytest.fixture
+def gym_yaml(tmp_path):
+    path = tmp_path / "gym.yaml"
+    path.write_text(yaml.safe_dump(GYM))
+    return str(path)
+
+
+@pytest.fixture
+def checkpoints(tmp_path, gym_yaml):
+    """Hand-written checkpoints (run directories) of theta_0 for an Atari and a gym config."""
+    paths = {}
+    for name, cfg in (("atari", load_config("configs/smoke.yaml")), ("gym", load_config(gym_yaml))):
+        init = initial_encoder(cfg, task_pool(cfg.env))
+        save_checkpoint(tmp_path / name, encoder_checkpoint(cfg, init, {}), keep=1)
+        paths[name] = str(tmp_path / name)
+    return paths
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--init", "no/such/run"], "no/such/run' does not exist"),
+        (["--init", "{atari}", "--games", "Breakuot"], "did you mean: Breakout"),
+        (["--init", "{atari}", "--set", "a2c.encoder=nature"], "does not fit a2c.encoder='nature'"),
+        (["--init", "{gym}", "--games", "CartPol-v1"], "unknown gym id 'CartPol-v1'"),
+        (["--init", "{gym}", "--baseline", "leap:{gym}"], "method names must differ"),
+        (["--init", "{gym}", "--baseline", "{gym}"], "expected 'random' or NAME:CHECKPOINT"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(checkpoints, capsys, args, message):
+    code = main(["evaluate", *(a.format(**checkpoints) for a in args)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and message in err and "\n" not in err, err
+
+
+# -- end to end ------------------------------------------------------------------------------------
+def scalar_tags(run_dir) -> set[str]:
+    events = EventAccumulator(str(run_dir))
+    events.Reload()
+    return set(events.Tags()["scalars"])
+
+
+@pytest.mark.usefixtures("ray_session")
+def test_finetune_then_evaluate_writes_all_outputs(tmp_path, gym_yaml, checkpoints):
+    finetuned = tmp_path / "finetune"
+    args = ["--config", gym_yaml, "--steps-per-game", "200", "--out", str(finetuned)]
+    assert main(["finetune", *args]) == 0
+    state = load_checkpoint(finetuned)
+    assert state["driver"]["finetune"]["games"] == GYM["env"]["games"]
+    start = load_checkpoint(checkpoints["gym"])["meta_init"]["init"]
+    assert set(state["meta_init"]["init"]) == set(start)
+    assert any(not torch.equal(state["meta_init"]["init"][n], t) for n, t in start.items())
+
+    out = tmp_path / "eval"
+    args = [
+        "--init",
+        checkpoints["gym"],
+        "--baseline",
+        "random",
+        "--baseline",
+        f"finetune:{finetuned}",
+    ]
+    args += ["--steps", "300", "--seeds", "2", "--out", str(out)]
+    assert main(["evaluate", *args]) == 0
+
+    with open(out / "curves.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0]) == ["method", "game", "seed", "env_step", "episode_return"]
+    runs = {(r["method"], r["game"], int(r["seed"])) for r in rows}
+    assert runs == {
+        (m, g, s) for m in ("leap", "random", "finetune") for g in FAMILY for s in (0, 1)
+    }
+    assert all(0 < int(r["env_step"]) <= 300 and float(r["episode_return"]) >= 1 for r in rows)
+
+    image = imread(out / "transfer.png")
+    assert image.shape[1] == 2 * 500  # two 5-inch panels at 100 dpi
+    summary = (out / "summary.md").read_text()
+    for game in FAMILY:
+        assert f"## {game}\n" in summary
+    assert summary.count("| finetune | 2/2 |") == 2
+    assert summary.count("| leap − finetune | 2 |") == 2
+
+    tags = scalar_tags(out)
+    for method in ("leap", "random", "finetune"):
+        for game in FAMILY:
+            assert f"eval/{game}/{method}/mean_episode_return" in tags
+            assert {f"eval/{game}/{method}/seed{s}/episode_return" for s in (0, 1)} <= tags
+    assert json.loads((out / "meta.json").read_text())["success"] is True
