@@ -10,8 +10,7 @@ import time
 from leap_ray.config import ConfigError, load_config
 
 
-def _add_config_args(parser: argparse.ArgumentParser, required: bool) -> None:
-    parser.add_argument("--config", required=required, help="YAML config, e.g. configs/local.yaml")
+def _add_set(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--set",
         action="append",
@@ -19,6 +18,11 @@ def _add_config_args(parser: argparse.ArgumentParser, required: bool) -> None:
         metavar="SECTION.FIELD=VALUE",
         help="override one config field (repeatable), e.g. --set meta.lr=0.01",
     )
+
+
+def _add_config_args(parser: argparse.ArgumentParser, required: bool) -> None:
+    parser.add_argument("--config", required=required, help="YAML config, e.g. configs/local.yaml")
+    _add_set(parser)
     parser.add_argument("--logdir", help="overrides logging.logdir")
 
 
@@ -61,7 +65,7 @@ def _add_evaluate_parsers(sub) -> None:
         help="repeatable, e.g. --baseline random --baseline reptile:runs/reptile",
     )
     ev.add_argument("--config", help="YAML config (default: the --init checkpoint's config)")
-    ev.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE")
+    _add_set(ev)
     ev.add_argument("--out", help="output directory (default: <run>/eval-<timestamp>)")
     ev.add_argument("--address", help="Ray address; default: RAY_ADDRESS, else a new local Ray")
     ft = sub.add_parser(

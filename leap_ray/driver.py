@@ -53,6 +53,11 @@ def connect(cfg: Config, address: str | None) -> bool:
     address = address or os.environ.get("RAY_ADDRESS")
     if ray.is_initialized():
         return False
+    if address and address.startswith(("http://", "https://")):
+        raise ConfigError(
+            f"Ray address {address!r} is a dashboard URL (for `ray job`); the driver "
+            "joins a cluster by 'auto' or HOST:PORT of its GCS"
+        )
     if address:
         ray.init(address=address, log_to_driver=True)
         return False

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import subprocess
 import time
 from pathlib import Path
@@ -16,6 +17,9 @@ from leap_ray.config import Config
 
 
 def git_sha() -> str:
+    """The commit of this code; in a Ray Job (no .git uploaded) pass LEAP_RAY_GIT_SHA."""
+    if os.environ.get("LEAP_RAY_GIT_SHA"):
+        return os.environ["LEAP_RAY_GIT_SHA"]
     try:
         out = subprocess.run(
             ["git", "rev-parse", "HEAD"],

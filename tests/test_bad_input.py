@@ -55,8 +55,9 @@ def test_bad_checkpoint_gives_its_error_and_writes_nothing(name, tmp_path):
     run_dir = DATA / "bad_checkpoints" / name
     before = tree(run_dir)
     logdir = tmp_path / "runs"
-    result = run_cli("train", "--config", "configs/smoke.yaml", "--resume", str(run_dir),
-                     "--logdir", str(logdir))
+    result = run_cli(
+        "train", "--config", "configs/smoke.yaml", "--resume", str(run_dir), "--logdir", str(logdir)
+    )
     assert_one_line_error(result, CHECKPOINTS[name])
     assert tree(run_dir) == before and not logdir.exists()
     assert not Path("/tmp/leap_ray_checkpoint_pwned").exists()

@@ -1,6 +1,6 @@
 """Regenerates tests/data/bad_checkpoints/ (committed): files `--resume` must refuse cleanly.
 
-    python tests/data/make_bad_checkpoints.py
+python tests/data/make_bad_checkpoints.py
 """
 
 import io
@@ -20,9 +20,15 @@ class RunsCode:
 
 
 def leap_checkpoint(init: dict) -> dict:
-    return {"format": 1, "meta_init": {"init": init, "version": 1, "optimizer": {}},
-            "meta_step": 1, "ledger": {}, "config": {}, "torch_rng": torch.get_rng_state(),
-            "driver": {}}
+    return {
+        "format": 1,
+        "meta_init": {"init": init, "version": 1, "optimizer": {}},
+        "meta_step": 1,
+        "ledger": {},
+        "config": {},
+        "torch_rng": torch.get_rng_state(),
+        "driver": {},
+    }
 
 
 def write(name: str, data: bytes) -> None:
