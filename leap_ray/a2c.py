@@ -2,9 +2,10 @@
 Reptile meta-learner reading the encoder's path at every update.
 
 Per update: a rollout of `unroll` env_steps in every environment (the environment groups step in
-C++ threads while the policy runs on another group), n-step returns bootstrapped from V(s_T), one
-forward+backward over the [T * N] batch, then `meta_learner.update` (after backward, before the
-optimizer step, as Leap requires) and RMSProp. Partials are taken every `stream_every` updates.
+C++ threads while the policy runs on another group; the acting forwards keep their graphs),
+n-step returns bootstrapped from V(s_T), one backward through the rollout's forwards, then
+`meta_learner.update` (after backward, before the optimizer step, as Leap requires) and RMSProp.
+Partials are taken every `stream_every` updates.
 """
 
 from __future__ import annotations
@@ -93,12 +94,16 @@ class A2CLearner:
         self.dones = torch.zeros((steps, envs))  # [T, N]
         self.env_steps = 0
         self.updates = 0
+        self._outputs: list[tuple[torch.Tensor, torch.Tensor]] = []
 
     # -- acting ----------------------------------------------------------------------------------
-    @torch.no_grad()
     def _act(self, obs: torch.Tensor) -> torch.Tensor:
-        logits, _ = self.model(obs.to(self.device, non_blocking=True))
-        return torch.multinomial(F.softmax(logits, dim=-1), 1).squeeze(1).cpu()
+        """Sample actions; the forward keeps its graph, since the parameters do not change until
+        the update: the loss reuses these outputs instead of a second forward over the batch."""
+        logits, values = self.model(obs.to(self.device, non_blocking=True))
+        self._outputs.append((logits, values))
+        with torch.no_grad():
+            return torch.multinomial(F.softmax(logits, dim=-1), 1).squeeze(1).cpu()
 
     def _receive(self, g: int, t: int) -> None:
         rows = self.task.rows[g]
@@ -112,6 +117,7 @@ class A2CLearner:
     def rollout(self) -> None:
         """Fill obs[1:], actions, rewards, dones; each group acts while the others emulate."""
         groups = self.task.groups
+        self._outputs = []  # (logits, values) per step and group, in [T, N] order
         for t in range(self.cfg.unroll):
             for g, rows in enumerate(self.task.rows):
                 if t > 0:
@@ -132,8 +138,8 @@ class A2CLearner:
         clip = self.env_cfg.reward_clip
         rewards = self.rewards.to(dev).clamp(-clip, clip)
         returns = n_step_returns(rewards, self.dones.to(dev), bootstrap, self.cfg.discount)
-        batch_obs = self.obs[:steps].to(dev, non_blocking=True).flatten(0, 1)  # [T * N, ...]
-        logits, values = self.model(batch_obs)
+        logits = torch.cat([out[0] for out in self._outputs])  # [T * N, A]
+        values = torch.cat([out[1] for out in self._outputs])  # [T * N]
         policy_loss, value_loss, entropy = a2c_losses(
             logits, values, self.actions.to(dev).flatten(), returns.flatten()
         )

@@ -238,3 +238,23 @@ def test_bad_arguments_fail_clearly():
     leap = Leap(Net().encoder, prefix="enc.")
     with pytest.raises(KeyError, match="module lacks tracked parameters"):
         leap.to(Net())
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+def test_meta_step_ignores_the_gradient_memory_layout(optimizer):
+    """Fused optimizers read raw memory: a channels-last gradient (as conv encoders produce)
+    must step the initialization exactly as its contiguous copy does."""
+    from leap_ray.meta import MetaInitialization
+
+    init = {"conv": torch.randn(8, 3, 4, 4), "bias": torch.randn(8)}
+    grad = {"conv": torch.randn(8, 3, 4, 4), "bias": torch.randn(8)}
+    channels_last = {
+        "conv": grad["conv"].contiguous(memory_format=torch.channels_last),
+        "bias": grad["bias"],
+    }
+    results = []
+    for grads in (grad, channels_last):
+        meta_init = MetaInitialization(init, optimizer, lr=0.5)
+        meta_init.step(PartialMetaGradient(grads, 1, 1, 0))
+        results.append(meta_init.params["conv"].detach().clone())
+    assert torch.equal(results[0], results[1])

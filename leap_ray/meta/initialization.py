@@ -37,7 +37,7 @@ class MetaInitialization:
         params = [p.detach() for p in self.params.values()]
         before = [p.clone() for p in params]
         for name, p in self.params.items():
-            p.grad = mean[name]
+            p.grad = mean[name].contiguous()  # fused optimizers assume the parameter's layout
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.version += 1
