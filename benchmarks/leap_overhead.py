@@ -1,32 +1,19 @@
 """Per-step cost of `update` on the 1.7M-parameter Nature encoder, relative to one forward +
 backward of a batch of 80 84x84x4 frames, on one CPU thread (issue 2; target <= 3%).
 
-    python benchmarks/leap_overhead.py [--repeats 60]
+    python -m benchmarks.leap_overhead [--repeats 60]
 """
 
 from __future__ import annotations
 
 import argparse
 import platform
-import statistics
-import time
 
 import torch
 
+from benchmarks.timing import median_seconds
 from leap_ray.meta import make_meta_learner
 from leap_ray.models import ActorCritic, make_encoder
-
-
-def timed(fn, repeats: int) -> float:
-    """Median seconds of `fn()` over `repeats` calls, after 5 warm-up calls."""
-    for _ in range(5):
-        fn()
-    samples = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        samples.append(time.perf_counter() - start)
-    return statistics.median(samples)
 
 
 def main() -> None:
@@ -47,7 +34,7 @@ def main() -> None:
         loss.backward()
         return loss
 
-    compute = timed(forward_backward, args.repeats)
+    compute = median_seconds(forward_backward, args.repeats)
     print(
         f"machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
         f"1 thread; encoder parameters: {n_params:,}"
@@ -72,8 +59,8 @@ def main() -> None:
             learner.update(loss, model)
             opt.step()  # the path must move, or a zero step is cheaper than a real one
 
-        step_only = timed(opt.step, args.repeats)
-        cost = timed(update_and_step, args.repeats) - step_only
+        step_only = median_seconds(opt.step, args.repeats)
+        cost = median_seconds(update_and_step, args.repeats) - step_only
         name = algorithm if algorithm == "reptile" else f"leap {metric} loss_term={loss_term}"
         print(
             f"{name:<34} update: {cost * 1e3:6.3f} ms = {100 * cost / compute:5.2f}% "

@@ -3,18 +3,18 @@ thread (issue 3): ours with Leap on and off, stable-baselines3's A2C, and the co
 (forward+backward of the [80] batch plus 6 inferences of [16] for acting and bootstrapping).
 
     pip install stable-baselines3==2.9.2   # for this benchmark only; not in requirements.txt
-    python benchmarks/learner_throughput.py [--updates 300]
+    python -m benchmarks.learner_throughput [--updates 300]
 """
 
 from __future__ import annotations
 
 import argparse
 import platform
-import statistics
 import time
 
 import torch
 
+from benchmarks.timing import median_seconds
 from leap_ray.a2c import make_learner
 from leap_ray.config import load_config
 from leap_ray.models import ActorCritic, make_encoder
@@ -46,14 +46,7 @@ def compute_limit(encoder: str, in_channels: int, repeats: int = 40) -> float:
         logits, value = model(batch)
         (logits.logsumexp(-1).mean() + value.pow(2).mean()).backward()
 
-    for _ in range(5):
-        one_update()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        one_update()
-        times.append(time.perf_counter() - start)
-    return ENVS * UNROLL / statistics.median(times)
+    return ENVS * UNROLL / median_seconds(one_update, repeats)
 
 
 def sb3_rate(steps: int) -> float:

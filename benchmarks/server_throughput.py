@@ -5,7 +5,7 @@
 3. aggregate env_steps/s of W real task workers (the real driver, smoke games, longer tasks) vs W
    times one worker.
 
-    python benchmarks/server_throughput.py [--workers 1 2] [--simulated 8]
+    python -m benchmarks.server_throughput [--workers 1 2] [--simulated 8]
 """
 
 from __future__ import annotations

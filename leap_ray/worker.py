@@ -35,6 +35,7 @@ class TaskReport:
     task_id: int
     attempt: int
     game: str
+    seed: int
     env_steps: int
     updates: int
     seconds: float
@@ -131,6 +132,7 @@ class TaskWorker:
             spec.task_id,
             spec.attempt,
             spec.game,
+            spec.seed,
             summary.env_steps,
             summary.updates,
             summary.seconds,
