@@ -37,21 +37,33 @@ def run_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
     )
 
 
-def descendants(pid: int) -> list[int]:
-    """Every live process below `pid` (from /proc)."""
-    children: dict[int, list[int]] = {}
+def processes() -> dict[int, tuple[str, int, int]]:
+    """pid -> (state, parent pid, process group) of every process, from /proc."""
+    found = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
-                stat = (entry / "stat").read_text()
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
             except OSError:
                 continue
-            parent = int(stat.rsplit(")", 1)[1].split()[1])
-            children.setdefault(parent, []).append(int(entry.name))
-    found, stack = [], [pid]
+            found[int(entry.name)] = (fields[0], int(fields[1]), int(fields[2]))
+    return found
+
+
+def group_alive(pgid: int) -> list[int]:
+    """Live processes (zombies aside) of process group `pgid`."""
+    return [pid for pid, (state, _, group) in processes().items() if group == pgid and state != "Z"]
+
+
+def descendants(pid: int) -> set[int]:
+    """Every process below `pid`: the Ray processes a node started, wherever their group."""
+    children: dict[int, list[int]] = {}
+    for child, (_, parent, _) in processes().items():
+        children.setdefault(parent, []).append(child)
+    found, stack = set(), [pid]
     while stack:
         for child in children.get(stack.pop(), []):
-            found.append(child)
+            found.add(child)
             stack.append(child)
     return found
 

@@ -29,6 +29,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from tests.processes import descendants, end_tree, group_alive, processes
+
 REPO = Path(__file__).resolve().parent.parent
 # A loopback address, but not 127.0.0.1: `ray start` replaces 127.0.0.1 and localhost with the
 # machine's outward address (ray._private.services.resolve_ip_for_localhost), so the nodes would
@@ -102,56 +104,6 @@ def start_node(args: list[str], env: dict, log: Path) -> subprocess.Popen:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-
-
-def stop_node(proc: subprocess.Popen, timeout: float = 30) -> None:
-    """SIGTERM the node's process group (`ray start --block` then stops its Ray processes),
-    SIGKILL what is left after `timeout`."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            break
-        try:
-            proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            continue
-        if not group_alive(proc.pid):
-            break
-        time.sleep(2)  # the group leader is gone; give its Ray processes a moment
-        if not group_alive(proc.pid):
-            break
-
-
-def processes() -> dict[int, tuple[str, int, int]]:
-    """pid -> (state, parent pid, process group) of every process, from /proc."""
-    found = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            found[int(entry.name)] = (fields[0], int(fields[1]), int(fields[2]))
-    return found
-
-
-def group_alive(pgid: int) -> list[int]:
-    """Live processes (zombies aside) of process group `pgid`."""
-    return [pid for pid, (state, _, group) in processes().items() if group == pgid and state != "Z"]
-
-
-def descendants(pid: int) -> set[int]:
-    """Every process below `pid`: the Ray processes a node started, wherever their group."""
-    children: dict[int, list[int]] = {}
-    for child, (_, parent, _) in processes().items():
-        children.setdefault(parent, []).append(child)
-    found, stack = set(), [pid]
-    while stack:
-        for child in children.get(stack.pop(), []):
-            found.add(child)
-            stack.append(child)
-    return found
 
 
 def alive(pids: set[int]) -> list[int]:
@@ -352,7 +304,7 @@ def test_smoke_job_on_a_two_node_cluster_with_token_auth(tmp_path):
     finally:
         started = {pid for proc in nodes for pid in descendants(proc.pid)}
         for proc in reversed(nodes):
-            stop_node(proc)
+            end_tree(proc, timeout=30)
         left = alive(started) + [pid for proc in nodes for pid in group_alive(proc.pid)]
         for pid in left:  # only what our nodes started
             with contextlib.suppress(ProcessLookupError):
