@@ -23,6 +23,7 @@ from torch.nn import functional as F
 from leap_ray.config import A2CConfig, Config, EnvConfig
 from leap_ray.envs import VectorTask
 from leap_ray.meta import PartialMetaGradient, PathMetaLearner, make_meta_learner
+from leap_ray.meta.partial import global_norm
 from leap_ray.models import ENCODER_PREFIX, ActorCritic, make_encoder
 
 
@@ -217,8 +218,8 @@ class A2CLearner:
         """theta_K's loss from one more rollout (no update), then the task's last partial."""
         if self.meta_learner is None:
             return float("nan")
-        self.rollout()
-        with torch.no_grad():
+        with torch.no_grad():  # theta_K's loss only: no graph to keep
+            self.rollout()
             final_loss, _ = self.loss()
         self.task.episodes.drain()
         partial = self.meta_learner.finish_task(self.model, final_loss)
@@ -233,27 +234,18 @@ class PathTracker:
 
     def __init__(self, model: ActorCritic) -> None:
         self.start = self._encoder(model)
-        self.last = [t.clone() for t in self.start]
+        self.last = self.start
         self.chord_length = 0.0
 
     @staticmethod
     def _encoder(model: ActorCritic) -> list[torch.Tensor]:
-        return [
-            p.detach().clone()
-            for name, p in model.named_parameters()
-            if name.startswith(ENCODER_PREFIX)
-        ]
+        return [p.detach().clone() for p in model.encoder.parameters()]
 
     def measure(self, model: ActorCritic) -> dict[str, float]:
         now = self._encoder(model)
-        chord = math.sqrt(
-            sum(float((a - b).pow(2).sum()) for a, b in zip(now, self.last, strict=True))
-        )
-        self.chord_length += chord
+        self.chord_length += global_norm(torch._foreach_sub(now, self.last))
         self.last = now
-        distance = math.sqrt(
-            sum(float((a - b).pow(2).sum()) for a, b in zip(now, self.start, strict=True))
-        )
+        distance = global_norm(torch._foreach_sub(now, self.start))
         return {"path/chord_length": self.chord_length, "path/distance_from_init": distance}
 
 

@@ -5,6 +5,7 @@ actor starts. Glossary: `env_step` (agent steps), `update` (learner optimizer st
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import typing
@@ -280,11 +281,12 @@ def load_config(path: str | Path | None, overrides: typing.Sequence[str] = ()) -
             raise ConfigError(f"config file {str(path)!r} is not valid YAML{where}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"config file {str(path)!r} must hold a mapping of sections")
+    return config_from_dict(data, overrides)
+
+
+def config_from_dict(data: dict, overrides: typing.Sequence[str] = ()) -> Config:
+    """Rebuild a Config saved with `Config.to_dict` (e.g. from a checkpoint), with overrides."""
+    data = copy.deepcopy(data)
     for override in overrides:
         _apply_override(data, override)
-    return _build(Config, data, "")
-
-
-def config_from_dict(data: dict) -> Config:
-    """Rebuild a Config saved with `Config.to_dict` (e.g. from a checkpoint)."""
     return _build(Config, data, "")

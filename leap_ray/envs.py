@@ -167,12 +167,7 @@ class VectorTask:
             self.num_actions = int(probe.action_space.n)
             probe.close()
             self.groups = [GymGroup(game, n, seed + 10_007 * i) for i, n in enumerate(sizes)]
-        channels = cfg.frame_stack * (1 if cfg.grayscale else 3)
-        self.obs_shape = (
-            (channels, 84, 84)
-            if cfg.suite == "atari"
-            else self.groups[0].env.single_observation_space.shape
-        )
+        self.obs_shape = observation_shape(cfg, self.game)
         starts = np.cumsum([0] + sizes)
         self.rows = [slice(int(a), int(b)) for a, b in zip(starts[:-1], starts[1:], strict=True)]
         self.num_envs = cfg.num_envs

@@ -8,7 +8,6 @@ runs in-process. The curve maths lives in `curves.py`; only this driver-side cod
 
 from __future__ import annotations
 
-import copy
 import csv
 import logging
 import re
@@ -24,7 +23,7 @@ from tqdm import tqdm
 
 from leap_ray import curves
 from leap_ray.checkpoint import load_checkpoint
-from leap_ray.config import Config, ConfigError, _apply_override, config_from_dict, load_config
+from leap_ray.config import Config, ConfigError, config_from_dict, load_config
 from leap_ray.driver import check_resources, connect, make_worker
 from leap_ray.envs import observation_shape, task_pool
 from leap_ray.games import resolve_game
@@ -88,10 +87,7 @@ def eval_config(init: str, config_path: str | None, overrides: list[str]) -> Con
     """--config if given, else the --init checkpoint's own config; then the --set overrides."""
     if config_path:
         return load_config(config_path, overrides)
-    data = copy.deepcopy(load_checkpoint(_path(init))["config"])
-    for override in overrides:
-        _apply_override(data, override)
-    return config_from_dict(data)
+    return config_from_dict(load_checkpoint(_path(init))["config"], overrides)
 
 
 def resolve_games(cfg: Config, names: list[str]) -> tuple[str, ...]:

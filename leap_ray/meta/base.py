@@ -67,7 +67,7 @@ class PathMetaLearner:
         """Write the meta-batch mean into `.grad` so a stock torch optimizer can step it."""
         mean = partial.mean()
         for name, p in self.init.items():
-            p.grad = mean[name].to(p.device, p.dtype).clone(memory_format=torch.contiguous_format)
+            p.grad = mean[name].to(p.device, p.dtype).clone()
 
     # -- the task's path ---------------------------------------------------------------------
     def init_task(self) -> None:
@@ -86,7 +86,7 @@ class PathMetaLearner:
         grads = self._take_increments(theta)
         partial = PartialMetaGradient(
             {
-                name: g.detach().to("cpu", torch.float32).contiguous()
+                name: g.detach().to("cpu", torch.float32).contiguous()  # travels as C arrays
                 for name, g in zip(self.init, grads, strict=True)
             },
             self._segments,

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from leap_ray.meta.base import as_float_tensor
-from leap_ray.meta.partial import PartialMetaGradient
+from leap_ray.meta.partial import PartialMetaGradient, global_norm
 
 META_OPTIMIZERS = ("adam", "sgd")
 
@@ -37,12 +37,12 @@ class MetaInitialization:
         params = [p.detach() for p in self.params.values()]
         before = [p.clone() for p in params]
         for name, p in self.params.items():
-            p.grad = mean[name].contiguous()  # fused optimizers assume the parameter's layout
+            p.grad = mean[name]
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.version += 1
         torch._foreach_sub_(before, params)  # theta_old - theta_new
-        change = float(torch.linalg.vector_norm(torch.stack(torch._foreach_norm(before))))
+        change = global_norm(before)
         return {
             "meta/gradient_norm": partial.norm() / partial.num_tasks,
             "meta/init_change": change,

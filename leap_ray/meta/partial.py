@@ -16,6 +16,11 @@ import numpy as np
 import torch
 
 
+def global_norm(tensors: list[torch.Tensor]) -> float:
+    """The Euclidean norm of several tensors taken as one vector."""
+    return float(torch.linalg.vector_norm(torch.stack(torch._foreach_norm(tensors))))
+
+
 @dataclass(frozen=True)
 class PartialMetaGradient:
     """Summed meta-gradient increments; `num_tasks` counts tasks whose path is closed."""
@@ -56,21 +61,16 @@ class PartialMetaGradient:
         grads = dict(zip(first.grads, total, strict=True))
         return PartialMetaGradient(grads, segments, tasks, first.init_version)
 
-    @staticmethod
-    def zeros(shapes: Mapping[str, tuple[int, ...]], init_version: int) -> PartialMetaGradient:
-        grads = {name: torch.zeros(shape) for name, shape in shapes.items()}
-        return PartialMetaGradient(grads, 0, 0, init_version)
-
     def mean(self) -> dict[str, torch.Tensor]:
         """Meta-batch mean: the summed increments divided by the number of finished tasks."""
         if self.num_tasks < 1:
             raise ValueError("a meta-gradient mean needs at least one finished task")
-        return {name: g / self.num_tasks for name, g in self.grads.items()}
+        # contiguous: fused optimizers read raw memory, and conv gradients may be channels-last
+        return {name: (g / self.num_tasks).contiguous() for name, g in self.grads.items()}
 
     def norm(self) -> float:
         """Euclidean norm over all tensors (NaN or inf if any entry is)."""
-        norms = torch._foreach_norm(list(self.grads.values()))
-        return float(torch.linalg.vector_norm(torch.stack(norms)))
+        return global_norm(list(self.grads.values()))
 
     def is_finite(self) -> bool:
         return all(bool(torch.isfinite(g).all()) for g in self.grads.values())
