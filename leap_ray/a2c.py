@@ -2,8 +2,9 @@
 Reptile meta-learner reading the encoder's path at every update.
 
 Per update: a rollout of `unroll` env_steps in every environment (the environment groups step in
-C++ threads while the policy runs on another group; the acting forwards keep their graphs),
-n-step returns bootstrapped from V(s_T), one backward through the rollout's forwards, then
+C++ threads while the policy runs on another group; the acting forwards keep the encoder trunk's
+graphs), n-step returns bootstrapped from V(s_T), the dense layers and heads once over the whole
+batch, one backward through them and the rollout's trunk graphs, then
 `meta_learner.update` (after backward, before the optimizer step, as Leap requires) and RMSProp.
 Partials are taken every `stream_every` updates.
 """
@@ -95,15 +96,17 @@ class A2CLearner:
         self.dones = torch.zeros((steps, envs))  # [T, N]
         self.env_steps = 0
         self.updates = 0
-        self._outputs: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self._trunk_outs: list[torch.Tensor] = []
 
     # -- acting ----------------------------------------------------------------------------------
     def _act(self, obs: torch.Tensor) -> torch.Tensor:
-        """Sample actions; the forward keeps its graph, since the parameters do not change until
-        the update: the loss reuses these outputs instead of a second forward over the batch."""
-        logits, values = self.model(obs.to(self.device, non_blocking=True))
-        self._outputs.append((logits, values))
+        """Sample actions. The encoder trunk keeps its graph (the parameters do not change until
+        the update), so the loss needs no second pass through the convolutions; the dense layers
+        and heads run here without a graph and again, once, over the whole batch in `loss`."""
+        trunk_out = self.model.encoder.trunk(obs.to(self.device, non_blocking=True))
+        self._trunk_outs.append(trunk_out)
         with torch.no_grad():
+            logits, _ = self.model.heads(trunk_out)
             return torch.multinomial(F.softmax(logits, dim=-1), 1).squeeze(1).cpu()
 
     def _receive(self, g: int, t: int) -> None:
@@ -118,7 +121,7 @@ class A2CLearner:
     def rollout(self) -> None:
         """Fill obs[1:], actions, rewards, dones; each group acts while the others emulate."""
         groups = self.task.groups
-        self._outputs = []  # (logits, values) per step and group, in [T, N] order
+        self._trunk_outs = []  # per step and group, in [T, N] order
         for t in range(self.cfg.unroll):
             for g, rows in enumerate(self.task.rows):
                 if t > 0:
@@ -139,8 +142,7 @@ class A2CLearner:
         clip = self.env_cfg.reward_clip
         rewards = self.rewards.to(dev).clamp(-clip, clip)
         returns = n_step_returns(rewards, self.dones.to(dev), bootstrap, self.cfg.discount)
-        logits = torch.cat([out[0] for out in self._outputs])  # [T * N, A]
-        values = torch.cat([out[1] for out in self._outputs])  # [T * N]
+        logits, values = self.model.heads(torch.cat(self._trunk_outs))  # [T * N, A], [T * N]
         policy_loss, value_loss, entropy = a2c_losses(
             logits, values, self.actions.to(dev).flatten(), returns.flatten()
         )

@@ -21,7 +21,12 @@ def _conv_out(encoder: nn.Module, in_shape: tuple[int, ...]) -> int:
 
 class ConvEncoder(nn.Module):
     """uint8 frames [B, C, 84, 84] -> features [B, F]; scaling to [0, 1] happens here. Weights
-    and activations are channels-last: oneDNN's convolutions run ~30% faster on CPU that way."""
+    and activations are channels-last: oneDNN's convolutions run ~30% faster on CPU that way.
+
+    Split in two for the learner: `trunk` (the convolutions: most of the compute, few parameters)
+    runs per acting step and keeps its graph; `dense` (the fc layer: most of the parameters) runs
+    once per update over the whole batch, so its large weight gradient is formed once, not once
+    per acting step."""
 
     def __init__(self, layers: list[tuple[int, int, int]], hidden: int, obs_shape: tuple[int, ...]):
         super().__init__()
@@ -35,9 +40,15 @@ class ConvEncoder(nn.Module):
         self.out_features = hidden
         self.convs.to(memory_format=torch.channels_last)
 
-    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+    def trunk(self, obs: torch.Tensor) -> torch.Tensor:
         frames = (obs.float() / 255.0).contiguous(memory_format=torch.channels_last)
-        return torch.relu(self.fc(self.convs(frames)))
+        return self.convs(frames)
+
+    def dense(self, trunk_out: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.fc(trunk_out))
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.dense(self.trunk(obs))
 
 
 class MLPEncoder(nn.Module):
@@ -48,9 +59,15 @@ class MLPEncoder(nn.Module):
         )
         self.out_features = hidden
 
-    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+    def trunk(self, obs: torch.Tensor) -> torch.Tensor:
         # a copy: autograd saves the input, and the learner's rollout storage changes in place
-        return self.net(obs.to(torch.float32, copy=True))
+        return obs.to(torch.float32, copy=True)
+
+    def dense(self, trunk_out: torch.Tensor) -> torch.Tensor:
+        return self.net(trunk_out)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.dense(self.trunk(obs))
 
 
 def make_encoder(name: str, obs_shape: tuple[int, ...]) -> nn.Module:
@@ -72,10 +89,14 @@ class ActorCritic(nn.Module):
         self.policy = nn.Linear(encoder.out_features, num_actions)
         self.value = nn.Linear(encoder.out_features, 1)
 
+    def heads(self, trunk_out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The encoder's trunk output [B, ...] -> (logits [B, A], value [B])."""
+        features = self.encoder.dense(trunk_out)
+        return self.policy(features), self.value(features).squeeze(-1)
+
     def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """obs [B, ...] -> (logits [B, A], value [B])."""
-        features = self.encoder(obs)
-        return self.policy(features), self.value(features).squeeze(-1)
+        return self.heads(self.encoder.trunk(obs))
 
 
 def encoder_state(model: ActorCritic) -> dict[str, torch.Tensor]:

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from leap_ray.a2c import make_learner, n_step_returns
+from leap_ray.a2c import a2c_losses, make_learner, n_step_returns
 from leap_ray.config import load_config
 from leap_ray.games import num_actions
 from leap_ray.meta import PartialMetaGradient
@@ -56,6 +56,38 @@ def test_atari_rollout_shapes_and_minimal_action_set():
     assert 0 <= int(learner.actions.min()) and int(learner.actions.max()) < 9
     stacked = make_learner(atari_config("env.grayscale=true", "env.frame_stack=4"), "Pong", 1)
     assert stacked.obs.shape == (6, 4, 4, 84, 84)
+
+
+@pytest.mark.parametrize(
+    "game, overrides",
+    [
+        ("Pong", ["env.grayscale=true", "env.frame_stack=4", "a2c.encoder=nature"]),
+        ("CartPole-v1", ["env.suite=gym", "a2c.encoder=mlp"]),
+    ],
+)
+def test_update_gradient_equals_one_plain_forward_over_the_batch(game, overrides):
+    """The loss reuses the acting steps' trunk graphs; its gradient must be exactly that of one
+    ordinary forward over the rollout's observations."""
+    cfg = atari_config(*overrides)
+    learner = make_learner(cfg, game, seed=4, meta=False)
+    learner.rollout()
+    learner.loss()[0].backward()
+    reused = {name: p.grad.clone() for name, p in learner.model.named_parameters()}
+    learner.model.zero_grad()
+
+    steps, model = cfg.a2c.unroll, learner.model
+    with torch.no_grad():
+        bootstrap = model(learner.obs[steps])[1]
+    rewards = learner.rewards.clamp(-cfg.env.reward_clip, cfg.env.reward_clip)
+    returns = n_step_returns(rewards, learner.dones, bootstrap, cfg.a2c.discount)
+    logits, values = model(learner.obs[:steps].flatten(0, 1))
+    policy, value, entropy = a2c_losses(
+        logits, values, learner.actions.flatten(), returns.flatten()
+    )
+    (policy + cfg.a2c.value_cost * value - cfg.a2c.entropy_cost * entropy).backward()
+    for name, p in model.named_parameters():
+        assert p.grad.abs().sum() > 0, name
+        torch.testing.assert_close(p.grad, reused[name], rtol=1e-4, atol=1e-7, msg=name)
 
 
 def test_reward_clipping_applies_to_learning_only():
