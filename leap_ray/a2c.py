@@ -26,6 +26,7 @@ from leap_ray.envs import VectorTask
 from leap_ray.meta import PartialMetaGradient, PathMetaLearner, make_meta_learner
 from leap_ray.meta.partial import global_norm
 from leap_ray.models import ENCODER_PREFIX, ActorCritic, make_encoder
+from leap_ray.rmsprop import RMSProp
 
 
 def n_step_returns(
@@ -83,9 +84,7 @@ class A2CLearner:
         self.device = torch.device(cfg.device)
         self.model = model.to(self.device)
         self.meta_learner = meta_learner
-        self.opt = torch.optim.RMSprop(
-            model.parameters(), lr=cfg.lr, eps=cfg.rms_eps, alpha=cfg.rms_alpha
-        )
+        self.opt = RMSProp(model.parameters(), lr=cfg.lr, alpha=cfg.rms_alpha, eps=cfg.rms_eps)
         first = torch.from_numpy(task.reset())
         steps, envs = cfg.unroll, task.num_envs
         pin = self.device.type == "cuda"
