@@ -11,6 +11,7 @@ Partials are taken every `stream_every` updates.
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections.abc import Callable
@@ -80,8 +81,14 @@ class A2CLearner:
     ) -> None:
         if cfg.device.startswith("cuda") and not torch.cuda.is_available():
             raise RuntimeError(f"a2c.device is {cfg.device!r} but this process sees no CUDA device")
+        bfloat16 = cfg.precision == "bfloat16"
+        if bfloat16 and cfg.device.startswith("cuda") and not torch.cuda.is_bf16_supported():
+            raise RuntimeError("a2c.precision is 'bfloat16' but this GPU does not support it")
         self.cfg, self.env_cfg, self.task = cfg, env_cfg, task
         self.device = torch.device(cfg.device)
+        self.autocast = functools.partial(
+            torch.autocast, self.device.type, dtype=torch.bfloat16, enabled=bfloat16
+        )
         self.model = model.to(self.device)
         self.meta_learner = meta_learner
         self.opt = RMSProp(model.parameters(), lr=cfg.lr, alpha=cfg.rms_alpha, eps=cfg.rms_eps)
@@ -93,6 +100,7 @@ class A2CLearner:
         self.actions = torch.zeros((steps, envs), dtype=torch.long)  # [T, N]
         self.rewards = torch.zeros((steps, envs))  # [T, N] unclipped
         self.dones = torch.zeros((steps, envs))  # [T, N]
+        self.bootstrap = torch.zeros(envs, device=self.device)  # [N] V(s_T), set by the rollout
         self.env_steps = 0
         self.updates = 0
         self._trunk_outs: list[torch.Tensor] = []
@@ -102,11 +110,13 @@ class A2CLearner:
         """Sample actions. The encoder trunk keeps its graph (the parameters do not change until
         the update), so the loss needs no second pass through the convolutions; the dense layers
         and heads run here without a graph and again, once, over the whole batch in `loss`."""
-        trunk_out = self.model.encoder.trunk(obs.to(self.device, non_blocking=True))
-        self._trunk_outs.append(trunk_out)
+        with self.autocast():
+            trunk_out = self.model.encoder.trunk(obs.to(self.device, non_blocking=True))
+            self._trunk_outs.append(trunk_out)
+            with torch.no_grad():
+                logits, _ = self.model.heads(trunk_out)
         with torch.no_grad():
-            logits, _ = self.model.heads(trunk_out)
-            return torch.multinomial(F.softmax(logits, dim=-1), 1).squeeze(1).cpu()
+            return torch.multinomial(F.softmax(logits.float(), dim=-1), 1).squeeze(1).cpu()
 
     def _receive(self, g: int, t: int) -> None:
         rows = self.task.rows[g]
@@ -118,7 +128,7 @@ class A2CLearner:
         self.task.episodes.record(rows, result.reward, result.done, step)
 
     def rollout(self) -> None:
-        """Fill obs[1:], actions, rewards, dones; each group acts while the others emulate."""
+        """Fill obs[1:], actions, rewards, dones, bootstrap; a group acts while others emulate."""
         groups = self.task.groups
         self._trunk_outs = []  # per step and group, in [T, N] order
         for t in range(self.cfg.unroll):
@@ -128,22 +138,24 @@ class A2CLearner:
                 actions = self._act(self.obs[t, rows])
                 self.actions[t, rows] = actions
                 groups[g].send(actions.numpy())
-        for g in range(len(groups)):
-            self._receive(g, self.cfg.unroll - 1)
+        last = self.cfg.unroll
+        for g, rows in enumerate(self.task.rows):  # V(s_T) of a group while later ones emulate
+            self._receive(g, last - 1)
+            with torch.no_grad(), self.autocast():
+                _, values = self.model(self.obs[last, rows].to(self.device, non_blocking=True))
+            self.bootstrap[rows] = values.float()
         self.env_steps += self.cfg.unroll * self.task.num_envs
 
     # -- learning --------------------------------------------------------------------------------
     def loss(self) -> tuple[torch.Tensor, dict[str, float]]:
-        steps, envs = self.actions.shape
         dev = self.device
-        with torch.no_grad():
-            _, bootstrap = self.model(self.obs[steps].to(dev, non_blocking=True))
         clip = self.env_cfg.reward_clip
         rewards = self.rewards.to(dev).clamp(-clip, clip)
-        returns = n_step_returns(rewards, self.dones.to(dev), bootstrap, self.cfg.discount)
-        logits, values = self.model.heads(torch.cat(self._trunk_outs))  # [T * N, A], [T * N]
-        policy_loss, value_loss, entropy = a2c_losses(
-            logits, values, self.actions.to(dev).flatten(), returns.flatten()
+        returns = n_step_returns(rewards, self.dones.to(dev), self.bootstrap, self.cfg.discount)
+        with self.autocast():
+            logits, values = self.model.heads(torch.cat(self._trunk_outs))  # [T * N, A], [T * N]
+        policy_loss, value_loss, entropy = a2c_losses(  # in float32 whatever the precision
+            logits.float(), values.float(), self.actions.to(dev).flatten(), returns.flatten()
         )
         loss = policy_loss + self.cfg.value_cost * value_loss - self.cfg.entropy_cost * entropy
         stats = {
@@ -156,8 +168,9 @@ class A2CLearner:
 
     def step(self, on_partial: Callable[[PartialMetaGradient], None] | None, stream_every: int):
         """One update: rollout, loss, backward, meta-learner, optimizer."""
-        self.rollout()
-        loss, stats = self.loss()
+        with self.autocast():  # one region per update: autocast casts each weight once
+            self.rollout()
+            loss, stats = self.loss()
         loss.backward()
         self.updates += 1
         if self.meta_learner is not None:
@@ -219,7 +232,7 @@ class A2CLearner:
         """theta_K's loss from one more rollout (no update), then the task's last partial."""
         if self.meta_learner is None:
             return float("nan")
-        with torch.no_grad():  # theta_K's loss only: no graph to keep
+        with torch.no_grad(), self.autocast():  # theta_K's loss only: no graph to keep
             self.rollout()
             final_loss, _ = self.loss()
         self.task.episodes.drain()

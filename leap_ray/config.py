@@ -67,6 +67,9 @@ class A2CConfig:
     discount: float = 0.99
     max_grad_norm: float = 0.0  # 0 disables gradient-norm clipping
     device: str = "cpu"  # cpu or cuda
+    # bfloat16: the forwards run under autocast (fast on CPUs with AMX and on Ampere+ GPUs);
+    # parameters, gradients, losses and the meta-gradient stay float32
+    precision: str = "float32"
     torch_threads: int = 1  # intra-op threads per learner
 
     def __post_init__(self) -> None:
@@ -85,6 +88,13 @@ class A2CConfig:
             "a2c.device",
             "must be 'cpu' or 'cuda[:N]'",
             self.device,
+        )
+        precisions = ("float32", "bfloat16")
+        _check(
+            self.precision in precisions,
+            "a2c.precision",
+            f"must be one of {precisions}",
+            self.precision,
         )
         _check(self.torch_threads >= 1, "a2c.torch_threads", "must be >= 1", self.torch_threads)
 

@@ -90,9 +90,12 @@ class ActorCritic(nn.Module):
         self.value = nn.Linear(encoder.out_features, 1)
 
     def heads(self, trunk_out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The encoder's trunk output [B, ...] -> (logits [B, A], value [B])."""
-        features = self.encoder.dense(trunk_out)
-        return self.policy(features), self.value(features).squeeze(-1)
+        """The encoder's trunk output [B, ...] -> (logits [B, A], value [B]). The heads run in
+        float32 even under autocast: advantages are small differences of values, and bfloat16
+        values would bias the value gradient by tens of percent."""
+        features = self.encoder.dense(trunk_out).float()
+        with torch.autocast(features.device.type, enabled=False):
+            return self.policy(features), self.value(features).squeeze(-1)
 
     def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """obs [B, ...] -> (logits [B, A], value [B])."""

@@ -4,6 +4,7 @@ shapes, action sets, reward clipping, episode returns and partial meta-gradients
 import numpy as np
 import pytest
 import torch
+from torch.nn import functional as F
 
 from leap_ray.a2c import a2c_losses, make_learner, n_step_returns
 from leap_ray.config import load_config
@@ -58,16 +59,20 @@ def test_atari_rollout_shapes_and_minimal_action_set():
     assert stacked.obs.shape == (6, 4, 4, 84, 84)
 
 
+NATURE = ["env.grayscale=true", "env.frame_stack=4", "a2c.encoder=nature"]
+
+
 @pytest.mark.parametrize(
     "game, overrides",
     [
-        ("Pong", ["env.grayscale=true", "env.frame_stack=4", "a2c.encoder=nature"]),
+        ("Pong", NATURE),
         ("CartPole-v1", ["env.suite=gym", "a2c.encoder=mlp"]),
+        ("Pong", [*NATURE, "a2c.precision=bfloat16"]),
     ],
 )
 def test_update_gradient_equals_one_plain_forward_over_the_batch(game, overrides):
     """The loss reuses the acting steps' trunk graphs; its gradient must be exactly that of one
-    ordinary forward over the rollout's observations."""
+    ordinary float32 forward over the rollout's observations (close to it under bfloat16)."""
     cfg = atari_config(*overrides)
     learner = make_learner(cfg, game, seed=4, meta=False)
     learner.rollout()
@@ -87,7 +92,12 @@ def test_update_gradient_equals_one_plain_forward_over_the_batch(game, overrides
     (policy + cfg.a2c.value_cost * value - cfg.a2c.entropy_cost * entropy).backward()
     for name, p in model.named_parameters():
         assert p.grad.abs().sum() > 0, name
-        torch.testing.assert_close(p.grad, reused[name], rtol=1e-4, atol=1e-7, msg=name)
+        if cfg.a2c.precision == "float32":
+            torch.testing.assert_close(p.grad, reused[name], rtol=1e-4, atol=1e-7, msg=name)
+        else:  # 8-bit mantissas in the forward: the direction and size hold, not the digits
+            cosine = F.cosine_similarity(p.grad.flatten(), reused[name].flatten(), dim=0)
+            assert cosine > 0.99, f"{name}: cosine {cosine:.4f}"
+            assert abs(reused[name].norm() / p.grad.norm() - 1) < 0.1, name
 
 
 def test_reward_clipping_applies_to_learning_only():
@@ -112,8 +122,9 @@ def test_reward_clipping_applies_to_learning_only():
     assert losses[50.0] == losses[5.0] != losses[4.0]
 
 
-def test_atari_partials_stream_nonzero_and_finite():
-    learner = make_learner(atari_config("a2c.lr=1e-3"), "Pong", seed=3)
+@pytest.mark.parametrize("precision", ["float32", "bfloat16"])
+def test_atari_partials_stream_nonzero_and_finite(precision):
+    learner = make_learner(atari_config("a2c.lr=1e-3", f"a2c.precision={precision}"), "Pong", 3)
     partials: list[PartialMetaGradient] = []
     summary = learner.train(20 * 5 * 4, stream_every=4, on_partial=partials.append)
     assert summary.updates == 20
