@@ -38,12 +38,17 @@ def loss_at(model, params, i):
     return ((functional_call(model, params, (x,)) - y) ** 2).mean()
 
 
-def record_path(metric, loss_term, stabilizer, steps=7, take_every=3):
+def record_path(metric, loss_term, stabilizer, steps=7, take_every=3, borrow_grads=False):
     """Train with Adam (so losses rise and fall), streaming partials every `take_every` steps."""
     torch.manual_seed(0)
     model = Net()
     leap = Leap(
-        model.encoder, metric=metric, loss_term=loss_term, stabilizer=stabilizer, prefix="encoder."
+        model.encoder,
+        metric=metric,
+        loss_term=loss_term,
+        stabilizer=stabilizer,
+        prefix="encoder.",
+        borrow_grads=borrow_grads,
     )
     opt = torch.optim.Adam(model.parameters(), lr=0.3)
     path, partials = [], []
@@ -86,11 +91,17 @@ def reference_gradient(model, path, metric, loss_term, stabilizer):
 
 
 @pytest.mark.parametrize(
-    "metric,loss_term,stabilizer",
-    list(itertools.product(["length", "energy"], [True, False], [True, False])),
+    "metric,loss_term,stabilizer,borrow_grads",
+    [
+        *itertools.product(["length", "energy"], [True, False], [True, False], [False]),
+        ("length", True, True, True),
+        ("energy", True, True, True),
+    ],
 )
-def test_meta_gradient_equals_autograd_of_frozen_objective(metric, loss_term, stabilizer):
-    model, path, total = record_path(metric, loss_term, stabilizer)
+def test_meta_gradient_equals_autograd_of_frozen_objective(
+    metric, loss_term, stabilizer, borrow_grads
+):
+    model, path, total = record_path(metric, loss_term, stabilizer, borrow_grads=borrow_grads)
     expected = reference_gradient(model, path, metric, loss_term, stabilizer)
     losses = [loss_at(model, {n: v.double() for n, v in p.items()}, i) for i, p in enumerate(path)]
     d_losses = [b - a for a, b in zip(losses, losses[1:], strict=False)]
@@ -115,6 +126,22 @@ def single_segment(loss_values, step, metric="length", loss_term=True, stabilize
     with torch.no_grad():
         module.weight.add_(step)
     return leap.finish_task(module, loss_values[1]).grads["weight"].item()
+
+
+def test_borrowed_gradients_kept_by_the_loop_are_refused():
+    model = Net()
+    leap = Leap(model.encoder, metric="energy", prefix="encoder.", borrow_grads=True)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    for i in range(2):
+        loss = loss_at(model, dict(model.named_parameters()), i)
+        loss.backward()
+        if i == 0:
+            leap.update(loss, model)
+            opt.step()
+            opt.zero_grad(set_to_none=False)  # backward will add into the borrowed tensors
+        else:
+            with pytest.raises(RuntimeError, match="set_to_none=True"):
+                leap.update(loss, model)
 
 
 def test_stabilizer_flips_a_rising_loss():

@@ -23,10 +23,18 @@ def make_meta_learner(
     loss_term: bool = True,
     stabilizer: bool = True,
     prefix: str = "",
+    borrow_grads: bool = False,
 ) -> PathMetaLearner:
     """Leap or Reptile by name; both yield `PartialMetaGradient`s."""
     if algorithm == "leap":
-        return Leap(init, metric=metric, loss_term=loss_term, stabilizer=stabilizer, prefix=prefix)
+        return Leap(
+            init,
+            metric=metric,
+            loss_term=loss_term,
+            stabilizer=stabilizer,
+            prefix=prefix,
+            borrow_grads=borrow_grads,
+        )
     if algorithm == "reptile":
         return Reptile(init, prefix=prefix)
     raise ValueError(f"meta algorithm must be one of {ALGORITHMS}, got {algorithm!r}")

@@ -27,7 +27,13 @@ METRICS = ("length", "energy")
 
 
 class Leap(PathMetaLearner):
-    """Call `update(loss, module)` after `backward()` and before `optimizer.step()`."""
+    """Call `update(loss, module)` after `backward()` and before `optimizer.step()`.
+
+    `borrow_grads=True` keeps the module's `.grad` tensors themselves as g_i instead of copies,
+    which takes ~2/5 off the energy metric's per-update memory traffic. It is only for loops that
+    replace `.grad` after `update` (`zero_grad(set_to_none=True)`, torch's default) and never
+    change it in place (no in-place gradient clipping); a kept `.grad` is detected and refused.
+    """
 
     def __init__(
         self,
@@ -37,6 +43,7 @@ class Leap(PathMetaLearner):
         loss_term: bool = True,
         stabilizer: bool = True,
         prefix: str = "",
+        borrow_grads: bool = False,
     ) -> None:
         if metric not in METRICS:
             raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
@@ -44,6 +51,7 @@ class Leap(PathMetaLearner):
         self.metric = metric
         self.loss_term = loss_term
         self.stabilizer = stabilizer
+        self.borrow_grads = borrow_grads
         self.init_task()
 
     def init_task(self) -> None:
@@ -98,6 +106,9 @@ class Leap(PathMetaLearner):
         self._segments += 1
 
     def _store_grad(self, module: nn.Module) -> None:
+        if self.borrow_grads:
+            self._borrow_grad(module)
+            return
         stored, live = [], []
         for buffer, p in zip(self._prev_grad, self._tracked(module), strict=True):
             if p.grad is None:  # a parameter the loss does not reach: g_i = 0
@@ -107,6 +118,17 @@ class Leap(PathMetaLearner):
                 live.append(p.grad.detach())
         if stored:
             torch._foreach_copy_(stored, live)
+
+    def _borrow_grad(self, module: nn.Module) -> None:
+        borrowed = []
+        for previous, p in zip(self._prev_grad, self._tracked(module), strict=True):
+            if p.grad is not None and p.grad.data_ptr() == previous.data_ptr():
+                raise RuntimeError(
+                    "Leap(borrow_grads=True): a .grad tensor was kept from the last update; "
+                    "use zero_grad(set_to_none=True) or borrow_grads=False"
+                )
+            borrowed.append(torch.zeros_like(p) if p.grad is None else p.grad)
+        self._prev_grad = borrowed
 
     @torch.no_grad()
     def _close_path(self, module: nn.Module, loss: torch.Tensor | float | None) -> None:
