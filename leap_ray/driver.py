@@ -1,10 +1,11 @@
 """The meta-training loop: samples meta-batches from the game pool, keeps every task worker busy
-(`ray.wait` over a {ref: task} dict), re-runs tasks whose worker died, asks the parameter server
+(through `pool.WorkerPool`), re-runs tasks whose worker died, asks the parameter server
 for meta_steps, and owns the TensorBoard writer. The only module that starts Ray and makes actors.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
@@ -13,7 +14,6 @@ from pathlib import Path
 import numpy as np
 import ray
 import torch
-from ray.exceptions import RayActorError, RayTaskError
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from tqdm import tqdm
 
@@ -23,11 +23,11 @@ from leap_ray.envs import observation_shape, task_pool
 from leap_ray.logger import RunLogger
 from leap_ray.meta import MetaInitialization
 from leap_ray.models import make_encoder
+from leap_ray.pool import WorkerPool
 from leap_ray.server import ParameterServer
 from leap_ray.worker import TaskReport, TaskSpec, TaskWorker
 
 log = logging.getLogger(__name__)
-WORKER_START_TIMEOUT_S = 300.0
 
 
 def task_seed(root_seed: int, task_id: int) -> int:
@@ -103,24 +103,18 @@ def make_worker(cfg: Config, server):
 
 
 class Dispatcher:
-    """Keeps each started worker on one task; a worker that dies is replaced and its task re-run
-    from the newest initialization under a new attempt number (the ledger drops the old one)."""
+    """Runs tasks on a `WorkerPool`; a task whose worker died, or that raised, is re-run from the
+    newest initialization under attempt + 1 (the server's ledger drops the old attempt)."""
 
     def __init__(self, cfg: Config, server) -> None:
-        self.cfg, self.server = cfg, server
-        self.starting: dict = {}  # ready ref -> worker
-        self.idle: list = []
-        self.running: dict = {}  # run_task ref -> (worker, spec)
+        self.cfg = cfg
+        self.pool = WorkerPool(
+            lambda: make_worker(cfg, server),
+            cfg.resources.num_workers,
+            needs=f"{cfg.resources.cpus_per_worker} CPU",
+        )
         self.queue: list[TaskSpec] = []
-        self.nodes: set[str] = set()
         self.version, self.init_ref = -1, None
-        for _ in range(cfg.resources.num_workers):
-            self._start_worker()
-        self.started_at = time.monotonic()
-
-    def _start_worker(self) -> None:
-        worker = make_worker(self.cfg, self.server)
-        self.starting[worker.ready.remote()] = worker
 
     def set_init(self, version: int, init_ref) -> None:
         self.version, self.init_ref = version, init_ref
@@ -130,80 +124,38 @@ class Dispatcher:
         self._fill()
 
     def _fill(self) -> None:
-        while self.idle and self.queue:
+        while self.pool.idle and self.queue:
             spec = self.queue.pop(0)
             if spec.init_version != self.version:  # re-runs start from the newest init
-                spec = TaskSpec(
-                    spec.task_id, spec.attempt, spec.game, spec.seed, spec.env_steps, self.version
-                )
-            worker = self.idle.pop()
-            self.running[worker.run_task.remote(spec, self.init_ref)] = (worker, spec)
+                spec = dataclasses.replace(spec, init_version=self.version)
+            init_ref = self.init_ref
+            self.pool.run(spec, lambda worker, s=spec, i=init_ref: worker.run_task.remote(s, i))
 
     @property
     def busy(self) -> int:
-        return len(self.running) + len(self.queue)
+        return self.pool.running + len(self.queue)
 
     def wait(self, timeout: float) -> list[TaskReport]:
-        """Reports of tasks finished within `timeout` seconds; handles started and dead workers."""
-        refs = list(self.running) + list(self.starting)
-        if not refs:
-            return []
-        done, _ = ray.wait(refs, num_returns=1, timeout=timeout)
-        done, _ = ray.wait(refs, num_returns=len(refs), timeout=0) if done else (done, None)
+        """Reports of tasks finished within `timeout` seconds; failed tasks are queued again."""
         reports = []
-        for ref in done:
-            if ref in self.starting:
-                self._started(ref)
+        for outcome in self.pool.wait(timeout):
+            spec = outcome.job
+            if outcome.lost:
+                log.warning("worker of task %d (%s) died; re-running it", spec.task_id, spec.game)
+                self._retry(spec, "its worker died")
+            elif outcome.error is not None:
+                self._retry(spec, str(outcome.error).splitlines()[0])
             else:
-                report = self._finished(ref)
-                if report is not None:
-                    reports.append(report)
-        if not self.idle and not self.running and not self.nodes:
-            if time.monotonic() - self.started_at > WORKER_START_TIMEOUT_S:
-                raise RuntimeError(
-                    "no task worker started within 300 s: the cluster cannot place "
-                    f"workers needing {self.cfg.resources.cpus_per_worker} CPU"
-                )
+                reports.append(outcome.result)
         self._fill()
         return reports
-
-    def _started(self, ref) -> None:
-        worker = self.starting.pop(ref)
-        try:
-            self.nodes.add(ray.get(ref)["node_id"])
-            self.idle.append(worker)
-        except RayActorError:
-            log.warning("a task worker died while starting; starting another")
-            self._start_worker()
-
-    def _finished(self, ref) -> TaskReport | None:
-        worker, spec = self.running.pop(ref)
-        try:
-            report = ray.get(ref)
-        except RayActorError:
-            log.warning("worker of task %d (%s) died; re-running it", spec.task_id, spec.game)
-            ray.kill(worker, no_restart=True)
-            self._start_worker()
-            self._retry(spec, "its worker died")
-            return None
-        except RayTaskError as error:
-            self.idle.append(worker)
-            self._retry(spec, str(error).splitlines()[0])
-            return None
-        self.idle.append(worker)
-        return report
 
     def _retry(self, spec: TaskSpec, why: str) -> None:
         if spec.attempt + 1 >= self.cfg.resources.max_attempts:
             raise RuntimeError(
                 f"task {spec.task_id} ({spec.game}) failed {spec.attempt + 1} times; last: {why}"
             )
-        self.queue.insert(
-            0,
-            TaskSpec(
-                spec.task_id, spec.attempt + 1, spec.game, spec.seed, spec.env_steps, self.version
-            ),
-        )
+        self.queue.insert(0, dataclasses.replace(spec, attempt=spec.attempt + 1))
 
 
 # -- the loop -----------------------------------------------------------------------------------
@@ -260,7 +212,7 @@ class MetaTrainingLoop:
             self.logger.writer.add_scalar(tag, value, step)
         rate = (self.env_steps - self.start_steps) / max(time.monotonic() - self.start_time, 1e-9)
         self.bar.set_postfix(
-            tasks_running=len(self.dispatcher.running), env_steps_per_s=f"{rate:.0f}"
+            tasks_running=self.dispatcher.pool.running, env_steps_per_s=f"{rate:.0f}"
         )
 
     def _apply(self, task_ids: list[int]) -> None:

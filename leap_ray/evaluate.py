@@ -18,7 +18,6 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 import ray
-from ray.exceptions import RayActorError
 from tqdm import tqdm
 
 from leap_ray import curves
@@ -29,6 +28,7 @@ from leap_ray.envs import observation_shape, task_pool
 from leap_ray.games import resolve_game
 from leap_ray.logger import RunLogger
 from leap_ray.models import make_encoder
+from leap_ray.pool import WorkerPool
 
 log = logging.getLogger(__name__)
 RANDOM = "random"  # the paper's "no pretraining": each seed's own freshly drawn encoder
@@ -170,39 +170,35 @@ def run_jobs(plan: EvalPlan, address: str | None = None) -> dict[EvalJob, dict]:
 
 
 def _dispatch(cfg: Config, steps: int, queue: list[EvalJob], init_refs: dict, bar) -> dict:
-    """One call in flight per started worker ({ref: job} + `ray.wait`); a worker that has not
-    started yet gets no job, so a cluster smaller than resources.num_workers still finishes."""
-    starting, running, results = {}, {}, {}
-    attempts = dict.fromkeys(queue, 0)
+    """Every job on a `WorkerPool`; a job whose worker died runs again, up to max_attempts."""
+    pool = WorkerPool(
+        lambda: make_worker(cfg, None),
+        min(cfg.resources.num_workers, len(queue)),
+        needs=f"{cfg.resources.cpus_per_worker} CPU",
+    )
+    results, attempts = {}, dict.fromkeys(queue, 0)
 
-    def start_worker() -> None:
-        worker = make_worker(cfg, None)
-        starting[worker.ready.remote()] = worker
+    def call(job: EvalJob):
+        args = (job.game, job.seed, steps, init_refs.get(job.method), job.method)
+        return lambda worker: worker.run_eval.remote(*args)
 
-    for _ in range(min(cfg.resources.num_workers, len(queue))):
-        start_worker()
-    while running or queue:
-        (ref,), _ = ray.wait([*running, *starting], num_returns=1)
-        worker, job = (starting.pop(ref), None) if ref in starting else running.pop(ref)
-        try:
-            result = ray.get(ref)
-        except RayActorError:
-            ray.kill(worker, no_restart=True)
-            start_worker()
-            if job is not None:
+    while queue or pool.running:
+        while pool.idle and queue:
+            job = queue.pop(0)
+            pool.run(job, call(job))
+        for outcome in pool.wait():
+            job = outcome.job
+            if outcome.error is not None:
+                raise outcome.error
+            if outcome.lost:
                 attempts[job] += 1
                 if attempts[job] >= cfg.resources.max_attempts:
-                    raise RuntimeError(f"{job}: its worker died {attempts[job]} times") from None
+                    raise RuntimeError(f"{job}: its worker died {attempts[job]} times")
                 log.warning("the worker of %s died; re-running it on a new worker", job)
                 queue.insert(0, job)
-            continue
-        if job is not None:
-            results[job] = result
-            bar.update(1)
-        if queue:
-            job = queue.pop(0)
-            args = (job.game, job.seed, steps, init_refs.get(job.method), job.method)
-            running[worker.run_eval.remote(*args)] = (worker, job)
+            else:
+                results[job] = outcome.result
+                bar.update(1)
     return results
 
 

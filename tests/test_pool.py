@@ -1,0 +1,61 @@
+"""The worker pool shared by meta-training and evaluation, on a real local Ray: results come
+back, a worker that dies is replaced and its job comes back lost, a job that raises comes back
+with its error on a reusable worker, and a pool that cannot start a worker says so."""
+
+import os
+
+import pytest
+import ray
+
+from leap_ray.pool import WorkerPool
+
+
+@ray.remote(num_cpus=0.1, max_restarts=0)
+class Doubler:
+    def ready(self):
+        return {"node_id": ray.get_runtime_context().get_node_id(), "pid": os.getpid()}
+
+    def double(self, x):
+        if x == "die":
+            os._exit(1)
+        if x == "raise":
+            raise ValueError("a bad job")
+        return 2 * x
+
+
+def drain(pool, jobs):
+    """Runs `jobs` through the pool; returns {job: outcome}."""
+    outcomes, queue = {}, list(jobs)
+    while queue or pool.running:
+        while pool.idle and queue:
+            job = queue.pop(0)
+            pool.run(job, lambda worker, x=job: worker.double.remote(x))
+        for outcome in pool.wait(timeout=30):
+            outcomes[outcome.job] = outcome
+    return outcomes
+
+
+def test_results_deaths_and_errors(ray_session):
+    pool = WorkerPool(Doubler.remote, 2, needs="0.1 CPU")
+    outcomes = drain(pool, [1, 2, "die", 3, "raise", 4])
+    assert {job: o.result for job, o in outcomes.items() if isinstance(job, int)} == {
+        1: 2,
+        2: 4,
+        3: 6,
+        4: 8,
+    }
+    assert outcomes["die"].lost and outcomes["die"].error is None
+    assert "a bad job" in str(outcomes["raise"].error) and not outcomes["raise"].lost
+    # the dead worker was replaced: both workers take jobs again
+    while pool.idle < 2:
+        pool.wait(timeout=5)
+    assert drain(pool, [5, 6])[6].result == 12
+    assert len(pool.nodes) == 1
+
+
+def test_a_pool_whose_workers_cannot_start_says_so(ray_session):
+    unplaceable = Doubler.options(resources={"no_such_resource": 1}).remote
+    pool = WorkerPool(unplaceable, 1, needs="1 no_such_resource", start_timeout_s=1.0)
+    with pytest.raises(RuntimeError, match="no task worker started within 1 s.*no_such_resource"):
+        for _ in range(5):
+            pool.wait(timeout=1.0)
