@@ -116,7 +116,7 @@ class A2CLearner:
             with torch.no_grad():
                 logits, _ = self.model.heads(trunk_out)
         with torch.no_grad():
-            return torch.multinomial(F.softmax(logits.float(), dim=-1), 1).squeeze(1).cpu()
+            return torch.multinomial(F.softmax(logits, dim=-1), 1).squeeze(1).cpu()
 
     def _receive(self, g: int, t: int) -> None:
         rows = self.task.rows[g]
@@ -143,7 +143,7 @@ class A2CLearner:
             self._receive(g, last - 1)
             with torch.no_grad(), self.autocast():
                 _, values = self.model(self.obs[last, rows].to(self.device, non_blocking=True))
-            self.bootstrap[rows] = values.float()
+            self.bootstrap[rows] = values
         self.env_steps += self.cfg.unroll * self.task.num_envs
 
     # -- learning --------------------------------------------------------------------------------
@@ -152,10 +152,10 @@ class A2CLearner:
         clip = self.env_cfg.reward_clip
         rewards = self.rewards.to(dev).clamp(-clip, clip)
         returns = n_step_returns(rewards, self.dones.to(dev), self.bootstrap, self.cfg.discount)
-        with self.autocast():
+        with self.autocast():  # the heads' outputs are float32 whatever the precision
             logits, values = self.model.heads(torch.cat(self._trunk_outs))  # [T * N, A], [T * N]
-        policy_loss, value_loss, entropy = a2c_losses(  # in float32 whatever the precision
-            logits.float(), values.float(), self.actions.to(dev).flatten(), returns.flatten()
+        policy_loss, value_loss, entropy = a2c_losses(
+            logits, values, self.actions.to(dev).flatten(), returns.flatten()
         )
         loss = policy_loss + self.cfg.value_cost * value_loss - self.cfg.entropy_cost * entropy
         stats = {
