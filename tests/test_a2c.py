@@ -10,6 +10,7 @@ from leap_ray.a2c import a2c_losses, make_learner, n_step_returns
 from leap_ray.config import load_config
 from leap_ray.games import num_actions
 from leap_ray.meta import PartialMetaGradient
+from leap_ray.models import make_encoder
 
 
 def atari_config(*overrides):
@@ -98,6 +99,41 @@ def test_update_gradient_equals_one_plain_forward_over_the_batch(game, overrides
             cosine = F.cosine_similarity(p.grad.flatten(), reused[name].flatten(), dim=0)
             assert cosine > 0.99, f"{name}: cosine {cosine:.4f}"
             assert abs(reused[name].norm() / p.grad.norm() - 1) < 0.1, name
+
+
+def test_encoder_layouts_change_layout_only():
+    """Channels-last convolutions and the transposed fc weight are for speed: the encoder must
+    compute, and differentiate, what plain contiguous layers with the same numbers do, give
+    gradients in its parameters' layouts, and survive a round trip through numpy (the driver's
+    C-ordered copies) into a fresh encoder."""
+    torch.manual_seed(0)
+    encoder = make_encoder("nature", (4, 84, 84))
+    assert encoder.fc.weight.shape == (512, 3136) and encoder.fc.weight.stride() == (1, 512)
+    obs = torch.randint(0, 256, (6, 4, 84, 84), dtype=torch.uint8)
+    plain = {
+        name: p.detach().contiguous().requires_grad_() for name, p in encoder.named_parameters()
+    }
+
+    x = obs.float() / 255.0
+    for index, layer in enumerate(encoder.convs):
+        if isinstance(layer, torch.nn.Conv2d):
+            weight, bias = plain[f"convs.{index}.weight"], plain[f"convs.{index}.bias"]
+            x = F.relu(F.conv2d(x, weight, bias, layer.stride))
+    expected = F.relu(F.linear(x.flatten(1), plain["fc.weight"], plain["fc.bias"]))
+    features = encoder(obs)
+    torch.testing.assert_close(features, expected, rtol=1e-5, atol=1e-6)
+
+    features.square().sum().backward()
+    expected.square().sum().backward()
+    for name, p in encoder.named_parameters():
+        assert p.grad.stride() == p.stride(), name
+        torch.testing.assert_close(p.grad, plain[name].grad, rtol=1e-4, atol=1e-6, msg=name)
+
+    state = {name: p.detach().numpy().copy() for name, p in encoder.named_parameters()}
+    fresh = make_encoder("nature", (4, 84, 84))
+    fresh.load_state_dict({name: torch.from_numpy(array) for name, array in state.items()})
+    assert fresh.fc.weight.stride() == (1, 512)
+    assert torch.equal(fresh(obs), features.detach())
 
 
 def test_reward_clipping_applies_to_learning_only():
