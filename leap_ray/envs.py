@@ -74,8 +74,8 @@ class AtariGroup:
     @staticmethod
     def _frames(obs: np.ndarray) -> np.ndarray:
         if obs.ndim == 5:  # RGB: [N, stack, H, W, 3] -> [N, stack * 3, H, W]
-            n, stack, h, w, c = obs.shape
-            return np.ascontiguousarray(obs.transpose(0, 1, 4, 2, 3)).reshape(n, stack * c, h, w)
+            n, stack, h, w, c = obs.shape  # a view (channels-last strides) when stack is 1
+            return obs.transpose(0, 1, 4, 2, 3).reshape(n, stack * c, h, w)
         return obs
 
     def reset(self) -> np.ndarray:

@@ -8,6 +8,7 @@ from torch.nn import functional as F
 
 from leap_ray.a2c import a2c_losses, make_learner, n_step_returns
 from leap_ray.config import load_config
+from leap_ray.envs import AtariGroup
 from leap_ray.games import num_actions
 from leap_ray.meta import PartialMetaGradient
 from leap_ray.models import make_encoder
@@ -58,6 +59,17 @@ def test_atari_rollout_shapes_and_minimal_action_set():
     assert 0 <= int(learner.actions.min()) and int(learner.actions.max()) < 9
     stacked = make_learner(atari_config("env.grayscale=true", "env.frame_stack=4"), "Pong", 1)
     assert stacked.obs.shape == (6, 4, 4, 84, 84)
+
+
+def test_rgb_frames_keep_channels_in_stack_then_colour_order():
+    raw = np.random.default_rng(0).integers(0, 256, (2, 3, 84, 84, 3), dtype=np.uint8)
+    frames = AtariGroup._frames(raw)  # ALE's [N, stack, H, W, RGB] -> [N, stack * RGB, H, W]
+    assert frames.shape == (2, 9, 84, 84)
+    for k in range(3):
+        for colour in range(3):
+            assert np.array_equal(frames[:, 3 * k + colour], raw[:, k, :, :, colour])
+    single = raw[:, :1]
+    assert np.shares_memory(AtariGroup._frames(single), single), "one RGB frame needs no copy"
 
 
 NATURE = ["env.grayscale=true", "env.frame_stack=4", "a2c.encoder=nature"]
