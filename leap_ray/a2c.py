@@ -95,11 +95,12 @@ class A2CLearner:
         first = torch.from_numpy(task.reset())
         steps, envs = cfg.unroll, task.num_envs
         pin = self.device.type == "cuda"
-        self.obs = torch.zeros((steps + 1, *first.shape), dtype=first.dtype, pin_memory=pin)
         if first.dim() == 4:  # frames [N, C, H, W]: stored channels-last, as the convolutions
             n, c, h, w = first.shape  # read them, so acting converts them to float in one pass
-            self.obs = torch.zeros((steps + 1, n, h, w, c), dtype=first.dtype, pin_memory=pin)
-            self.obs = self.obs.permute(0, 1, 4, 2, 3)
+            storage = torch.zeros((steps + 1, n, h, w, c), dtype=first.dtype, pin_memory=pin)
+            self.obs = storage.permute(0, 1, 4, 2, 3)
+        else:
+            self.obs = torch.zeros((steps + 1, *first.shape), dtype=first.dtype, pin_memory=pin)
         self.obs[0].copy_(first)  # [T + 1, N, ...] observations, on the host
         self.actions = torch.zeros((steps, envs), dtype=torch.long)  # [T, N]
         self.rewards = torch.zeros((steps, envs))  # [T, N] unclipped
