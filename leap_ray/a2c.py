@@ -103,8 +103,9 @@ class A2CLearner:
             self.obs = torch.zeros((steps + 1, *first.shape), dtype=first.dtype, pin_memory=pin)
         self.obs[0].copy_(first)  # [T + 1, N, ...] observations, on the host
         self.actions = torch.zeros((steps, envs), dtype=torch.long)  # [T, N]
-        self.rewards = torch.zeros((steps, envs))  # [T, N] unclipped
-        self.dones = torch.zeros((steps, envs))  # [T, N]
+        # [T, N] clipped rewards, plus discount * V(final_obs) where the time limit cut an episode
+        self.rewards = torch.zeros((steps, envs))
+        self.dones = torch.zeros((steps, envs))  # [T, N] episode ended: no bootstrap through it
         self.bootstrap = torch.zeros(envs, device=self.device)  # [N] V(s_T), set by the rollout
         self.env_steps = 0
         self.updates = 0
@@ -127,10 +128,19 @@ class A2CLearner:
         rows = self.task.rows[g]
         result = self.task.groups[g].recv()
         self.obs[t + 1, rows].copy_(torch.from_numpy(result.obs))
-        self.rewards[t, rows] = torch.from_numpy(result.reward)
-        self.dones[t, rows] = torch.from_numpy(result.done.astype(np.float32))
+        clip = self.env_cfg.reward_clip
+        reward = torch.from_numpy(result.reward).clamp_(-clip, clip)
+        if result.truncated.any():  # not a terminal: the return goes on as V(s) estimates it
+            cut = np.flatnonzero(result.truncated)
+            final = torch.from_numpy(result.final_obs[cut]).to(self.device)
+            with torch.no_grad():
+                _, final_values = self.model(final)
+            reward[cut] += self.cfg.discount * final_values.float().cpu()
+        self.rewards[t, rows] = reward
+        ended = result.terminated | result.truncated
+        self.dones[t, rows] = torch.from_numpy(ended.astype(np.float32))
         step = self.env_steps + (t + 1) * self.task.num_envs
-        self.task.episodes.record(rows, result.reward, result.done, step)
+        self.task.episodes.record(rows, result.reward, result.game_over, step)
 
     def rollout(self) -> None:
         """Fill obs[1:], actions, rewards, dones, bootstrap; a group acts while others emulate."""
@@ -154,9 +164,9 @@ class A2CLearner:
     # -- learning --------------------------------------------------------------------------------
     def loss(self) -> tuple[torch.Tensor, dict[str, float]]:
         dev = self.device
-        clip = self.env_cfg.reward_clip
-        rewards = self.rewards.to(dev).clamp(-clip, clip)
-        returns = n_step_returns(rewards, self.dones.to(dev), self.bootstrap, self.cfg.discount)
+        returns = n_step_returns(
+            self.rewards.to(dev), self.dones.to(dev), self.bootstrap, self.cfg.discount
+        )
         with self.autocast():  # the heads' outputs are float32 whatever the precision
             logits, values = self.model.heads(torch.cat(self._trunk_outs))  # [T * N, A], [T * N]
         policy_loss, value_loss, entropy = a2c_losses(

@@ -38,6 +38,17 @@ class EnvConfig:
     frame_stack: int = 1  # frames stacked per observation
     frame_skip: int = 4
     noop_max: int = 30  # random no-ops at episode start
+    # sticky actions (Machado et al. 2018; ALE v5's default is 0.25): the chance that the emulator
+    # repeats the previous action instead. The paper states none and follows the DQN/A3C
+    # protocol without them (as SB3's NoFrameskip-v4 games do): 0
+    repeat_action_probability: float = 0.0
+    # a lost life is a learning terminal (OpenAI baselines, SB3); episode statistics still count
+    # whole games. The paper does not say; on for the games where it helps (Breakout)
+    life_loss_terminal: bool = True
+    fire_reset: bool = True  # press FIRE at each game's start where the game needs it
+    # time limit in emulator frames (108,000 = 30 minutes of play, the common protocol); a cut
+    # episode is bootstrapped from its value, not treated as a terminal
+    max_episode_frames: int = 108_000
     reward_clip: float = 5.0  # rewards clipped to +-reward_clip for learning only (paper: 5)
     env_threads: int = 1  # ALE C++ threads per half of the environments
 
@@ -48,6 +59,18 @@ class EnvConfig:
         _check(self.frame_stack >= 1, "env.frame_stack", "must be >= 1", self.frame_stack)
         _check(self.frame_skip >= 1, "env.frame_skip", "must be >= 1", self.frame_skip)
         _check(self.noop_max >= 0, "env.noop_max", "must be >= 0", self.noop_max)
+        _check(
+            0 <= self.repeat_action_probability <= 1,
+            "env.repeat_action_probability",
+            "must be in [0, 1]",
+            self.repeat_action_probability,
+        )
+        _check(
+            self.max_episode_frames >= self.frame_skip,
+            "env.max_episode_frames",
+            "must be >= env.frame_skip",
+            self.max_episode_frames,
+        )
         _check(self.reward_clip > 0, "env.reward_clip", "must be > 0", self.reward_clip)
         _check(self.env_threads >= 1, "env.env_threads", "must be >= 1", self.env_threads)
 

@@ -6,7 +6,16 @@ The environments are split into groups that step asynchronously (`send` / `recv`
 group's ALE thread emulates, the learner runs the policy on another group's observations. Rewards
 come back unclipped; the learner clips them for learning and `EpisodeTracker` records the real
 episode returns for reporting. A finished episode resets in the same step (its next observation
-is the first of a new episode); truncation is treated as termination.
+is the first of a new episode).
+
+Three ends are told apart, as SB3's `AtariWrapper` and gymnasium's `AtariPreprocessing` do:
+- `terminated`: a learning terminal (no bootstrap). With `env.life_loss_terminal` a lost life is
+  one, though the game goes on (ALE's `life_loss_info`, not its `episodic_life`, which resets
+  the game at every lost life and so changes which states are seen);
+- `truncated`: the time limit (`env.max_episode_frames`) cut the episode; the learner bootstraps
+  it from V(final_obs), because the state was not terminal;
+- `game_over`: a whole game ended (terminated at the last life, or truncated): what episode
+  statistics count, so returns are whole-game scores whatever the learning terminals are.
 """
 
 from __future__ import annotations
@@ -23,9 +32,12 @@ from leap_ray.games import meta_training_pool, num_actions, resolve_game, rom_id
 
 @dataclass
 class StepResult:
-    obs: np.ndarray  # [N, ...] observations after the step
+    obs: np.ndarray  # [N, ...] observations after the step (a new episode's first where one ended)
     reward: np.ndarray  # [N] float32, unclipped
-    done: np.ndarray  # [N] bool, episode ended (terminated or truncated)
+    terminated: np.ndarray  # [N] bool, a learning terminal (game over, or a life lost)
+    truncated: np.ndarray  # [N] bool, cut by the time limit, not terminated: bootstrap it
+    game_over: np.ndarray  # [N] bool, a whole game ended (for episode statistics)
+    final_obs: np.ndarray | None  # [N, ...] last observations; rows where `truncated` are valid
 
 
 class EpisodeTracker:
@@ -36,10 +48,10 @@ class EpisodeTracker:
         self.lengths = np.zeros(num_envs, dtype=np.int64)
         self.finished: list[tuple[int, float, int]] = []
 
-    def record(self, rows: slice, reward: np.ndarray, done: np.ndarray, env_step: int) -> None:
+    def record(self, rows: slice, reward: np.ndarray, game_over: np.ndarray, env_step: int) -> None:
         self.returns[rows] += reward
         self.lengths[rows] += 1
-        for i in np.flatnonzero(done):
+        for i in np.flatnonzero(game_over):
             row = rows.start + i
             self.finished.append((env_step, float(self.returns[row]), int(self.lengths[row])))
             self.returns[row] = 0.0
@@ -65,11 +77,15 @@ class AtariGroup:
             frameskip=cfg.frame_skip,
             noop_max=cfg.noop_max,
             reward_clipping=False,
-            repeat_action_probability=0.0,
+            repeat_action_probability=cfg.repeat_action_probability,
+            life_loss_info=cfg.life_loss_terminal,
+            use_fire_reset=cfg.fire_reset,
+            max_num_frames_per_episode=cfg.max_episode_frames,
             autoreset_mode="SameStep",
         )
         self.num_envs = num_envs
         self.seed = seed
+        self.lives = np.zeros(num_envs, dtype=np.int64)
 
     @staticmethod
     def _frames(obs: np.ndarray) -> np.ndarray:
@@ -79,16 +95,29 @@ class AtariGroup:
         return obs
 
     def reset(self) -> np.ndarray:
-        obs, _ = self.env.reset(seed=self.seed)
+        obs, info = self.env.reset(seed=self.seed)
+        self.lives = info["lives"].astype(np.int64)
         return self._frames(obs)
 
     def send(self, actions: np.ndarray) -> None:
         self.env.send(actions)
 
     def recv(self) -> StepResult:
-        obs, reward, terminated, truncated, _ = self.env.recv()
-        done = np.logical_or(terminated, truncated)
-        return StepResult(self._frames(obs), reward.astype(np.float32), done)
+        obs, reward, terminated, truncated, info = self.env.recv()
+        # ALE reports the lives of the observation it returns: fewer lives than before mean a
+        # life was lost and the game goes on; a game that ended was reset to its full lives
+        lives = info["lives"].astype(np.int64)
+        life_lost = terminated & (lives < self.lives)
+        self.lives = lives
+        final_obs = info.get("final_obs")
+        return StepResult(
+            obs=self._frames(obs),
+            reward=reward.astype(np.float32),
+            terminated=terminated,
+            truncated=truncated & ~terminated,
+            game_over=(terminated | truncated) & ~life_lost,
+            final_obs=None if final_obs is None else self._frames(final_obs),
+        )
 
     def close(self) -> None:
         self.env.close()
@@ -137,9 +166,21 @@ class GymGroup:
         self._actions = actions
 
     def recv(self) -> StepResult:
-        obs, reward, terminated, truncated, _ = self.env.step(self._actions)
-        done = np.logical_or(terminated, truncated)
-        return StepResult(obs.astype(np.float32), reward.astype(np.float32), done)
+        obs, reward, terminated, truncated, info = self.env.step(self._actions)
+        obs = obs.astype(np.float32)
+        final_obs = None
+        if "final_obs" in info:  # an object array, None where no episode ended
+            final_obs = obs.copy()
+            for i in np.flatnonzero(info["_final_obs"]):
+                final_obs[i] = info["final_obs"][i]
+        return StepResult(
+            obs=obs,
+            reward=reward.astype(np.float32),
+            terminated=terminated,
+            truncated=truncated & ~terminated,
+            game_over=terminated | truncated,
+            final_obs=final_obs,
+        )
 
     def close(self) -> None:
         self.env.close()

@@ -3,15 +3,40 @@
 Encoders: the paper's (Mnih et al. 2013: conv 16 8x8/4, conv 32 4x4/2, fc 256), the Nature-DQN
 one (Mnih et al. 2015), and an MLP for vector observations. Only `encoder.*` is meta-learned;
 heads are sized to each game's minimal action set and start fresh per task.
+
+Random initialization is the A2C/A3C scheme of OpenAI baselines, SB3 and CleanRL: orthogonal
+weights with the gain of the layer's nonlinearity (sqrt(2) for ReLU, 5/3 for tanh), 0.01 for the
+policy logits (a near-uniform first policy whose logits are not saturated), 1.0 for the value
+head, zero biases. PyTorch's default (Kaiming-uniform with a=sqrt(5)) leaves the Nature CNN's ReLU
+units mostly dead and its policy flat: on Breakout A2C then stays at random play.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import nn
 
 ENCODERS = ("mnih2013", "nature", "mlp")
 ENCODER_PREFIX = "encoder."
+
+
+RELU_GAIN = math.sqrt(2.0)
+TANH_GAIN = 5.0 / 3.0
+POLICY_GAIN = 0.01
+VALUE_GAIN = 1.0
+
+
+def orthogonal_init(layer: nn.Linear | nn.Conv2d, gain: float) -> None:
+    """Orthogonal weight (rows of the [out, in * k * k] matrix, scaled by `gain`), zero bias.
+    Drawn on a fresh contiguous tensor and copied, so a layer's memory layout (channels-last
+    convolutions, the transposed fc weight) is kept."""
+    fresh = torch.empty(layer.weight.shape)
+    nn.init.orthogonal_(fresh, gain)
+    with torch.no_grad():
+        layer.weight.copy_(fresh)
+        layer.bias.zero_()
 
 
 def _conv_out(encoder: nn.Module, in_shape: tuple[int, ...]) -> int:
@@ -36,11 +61,14 @@ class ConvEncoder(nn.Module):
         convs: list[nn.Module] = []
         channels = obs_shape[0]
         for out_channels, kernel, stride in layers:
-            convs += [nn.Conv2d(channels, out_channels, kernel, stride), nn.ReLU()]
+            conv = nn.Conv2d(channels, out_channels, kernel, stride)
+            orthogonal_init(conv, RELU_GAIN)
+            convs += [conv, nn.ReLU()]
             channels = out_channels
         self.convs = nn.Sequential(*convs, nn.Flatten())
         self.fc = nn.Linear(_conv_out(self.convs, obs_shape), hidden)
         self.fc.weight = nn.Parameter(self.fc.weight.detach().t().contiguous().t())
+        orthogonal_init(self.fc, RELU_GAIN)
         self.out_features = hidden
         self.convs.to(memory_format=torch.channels_last)
 
@@ -61,6 +89,8 @@ class MLPEncoder(nn.Module):
         self.net = nn.Sequential(
             nn.Linear(obs_shape[0], hidden), nn.Tanh(), nn.Linear(hidden, hidden), nn.Tanh()
         )
+        for layer in self.net[::2]:
+            orthogonal_init(layer, TANH_GAIN)
         self.out_features = hidden
 
     def trunk(self, obs: torch.Tensor) -> torch.Tensor:
@@ -92,6 +122,8 @@ class ActorCritic(nn.Module):
         self.encoder = encoder
         self.policy = nn.Linear(encoder.out_features, num_actions)
         self.value = nn.Linear(encoder.out_features, 1)
+        orthogonal_init(self.policy, POLICY_GAIN)
+        orthogonal_init(self.value, VALUE_GAIN)
 
     def heads(self, trunk_out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The encoder's trunk output [B, ...] -> (logits [B, A], value [B]). The heads run in
