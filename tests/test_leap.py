@@ -7,6 +7,7 @@ with frozen targets (theta_{i+1}, l~_{i+1} = l_i + d_l, d_l stabilized), D the E
 or half the squared length (energy), and f_i the loss of minibatch i.
 """
 
+import copy
 import itertools
 
 import pytest
@@ -285,3 +286,87 @@ def test_meta_step_ignores_the_gradient_memory_layout(optimizer):
         meta_init.step(PartialMetaGradient(grads, 1, 1, 0))
         results.append(meta_init.params["conv"].detach().clone())
     assert torch.equal(results[0], results[1])
+
+
+def train_steps(model, meta_learner, steps, first_batch=0):
+    opt = torch.optim.SGD(model.parameters(), lr=0.2)
+    for i in range(first_batch, first_batch + steps):
+        loss = loss_at(model, dict(model.named_parameters()), i)
+        loss.backward()
+        meta_learner.update(loss, model)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    return loss_at(model, dict(model.named_parameters()), first_batch + steps)
+
+
+@pytest.mark.parametrize("algorithm", ["leap", "reptile"])
+def test_a_second_task_after_finish_task_starts_its_own_path(algorithm):
+    """No init_task between two tasks: the second partial equals a fresh learner's on the same
+    path (Reptile's anchor used to stay at the first task's theta_K)."""
+    torch.manual_seed(0)
+    model = Net()
+    init = {k: v.detach().clone() for k, v in model.encoder.named_parameters()}
+    meta_learner = make_meta_learner(algorithm, init, metric="energy", prefix="encoder.")
+    meta_learner.to(model)
+    meta_learner.finish_task(model, train_steps(model, meta_learner, 4))
+    meta_learner.to(model)  # the second task starts from the initialization again
+    head = copy.deepcopy(model.head.state_dict())
+    second = meta_learner.finish_task(model, train_steps(model, meta_learner, 3, first_batch=10))
+
+    replay = Net()
+    replay.head.load_state_dict(head)
+    fresh = make_meta_learner(algorithm, init, metric="energy", prefix="encoder.")
+    fresh.to(replay)
+    expected = fresh.finish_task(replay, train_steps(replay, fresh, 3, first_batch=10))
+    assert second.num_tasks == expected.num_tasks == 1
+    assert second.num_segments == expected.num_segments == 3
+    for name, grad in expected.grads.items():
+        torch.testing.assert_close(second.grads[name], grad, rtol=0, atol=0)
+    if algorithm == "reptile":  # theta_0 - theta_K of the second task alone
+        end = dict(model.encoder.named_parameters())
+        for name, grad in second.grads.items():
+            torch.testing.assert_close(grad, init[name] - end[name].detach())
+
+
+@pytest.mark.parametrize("algorithm", ["leap", "reptile"])
+def test_finish_task_without_an_open_path_is_refused(algorithm):
+    torch.manual_seed(0)
+    model = Net()
+    meta_learner = make_meta_learner(algorithm, model.encoder, prefix="encoder.")
+    meta_learner.init_task()
+    with pytest.raises(RuntimeError, match="no open path"):
+        meta_learner.finish_task(model, 1.0)
+    partial = meta_learner.finish_task(model, train_steps(model, meta_learner, 2))
+    assert partial.num_tasks == 1
+    with pytest.raises(RuntimeError, match="no open path"):  # the same task finished twice
+        meta_learner.finish_task(model, 1.0)
+
+
+def test_length_metric_normalizes_by_the_tracked_parameters_only():
+    """Same encoder path, gradients and losses; one head stays, one moves far: same partial,
+    and each increment is -(d_theta + d_l g) / sqrt(|d_theta_encoder|^2 + d_l^2)."""
+    thetas = [torch.tensor([0.0, 0.0]), torch.tensor([0.3, -0.4]), torch.tensor([0.5, 0.1])]
+    grads = [torch.tensor([1.0, 2.0]), torch.tensor([-0.5, 0.25]), torch.tensor([0.0, 1.0])]
+    losses = [2.0, 1.5, 1.75]
+    partials = []
+    for head_speed in (0.0, 100.0):
+        module = nn.ParameterDict(
+            {"enc": nn.Parameter(thetas[0].clone()), "head": nn.Parameter(torch.zeros(3))}
+        )
+        leap = Leap({"enc": thetas[0]}, metric="length", prefix="")
+        for i, (theta, grad, loss) in enumerate(zip(thetas, grads, losses, strict=True)):
+            with torch.no_grad():
+                module["enc"].copy_(theta)
+                module["head"].fill_(head_speed * i)
+            module["enc"].grad = grad.clone()
+            module["head"].grad = torch.ones(3)
+            leap.update(loss, module)
+        partials.append(leap.finish_task(module, losses[-1]))
+    expected = torch.zeros(2)
+    for i in range(2):
+        d_theta = thetas[i + 1] - thetas[i]
+        d_loss = -abs(losses[i + 1] - losses[i])
+        norm = (d_theta.pow(2).sum() + d_loss**2).sqrt()
+        expected -= (d_theta + d_loss * grads[i]) / norm
+    for partial in partials:
+        torch.testing.assert_close(partial.grads["enc"], expected)

@@ -98,12 +98,28 @@ class PathMetaLearner:
         return partial
 
     def finish_task(self, module: nn.Module, loss: torch.Tensor | float | None = None):
-        """Close the path at theta_K (with the loss there, when known) and take the remainder."""
+        """Close the path at theta_K (with the loss there, when known), take the remainder, and
+        forget the path: the next `update` starts a new task's path from wherever the module
+        then is, for Leap and Reptile alike (`init_task` in between is optional).
+
+        A task counts once in the meta-batch mean, so a call with no open path (no `update`
+        since `init_task` or the last `finish_task`) is refused rather than counted as a task
+        with a zero meta-gradient, which would dilute the mean."""
+        if not self._path_open():
+            raise RuntimeError(
+                "finish_task: no open path (no update since init_task or the last finish_task); "
+                "a task without updates has no path to count"
+            )
         self._close_path(module, loss)
         self._finished = True
-        return self.take_partial(module)
+        partial = self.take_partial(module)
+        self.init_task()
+        return partial
 
     # -- helpers for subclasses ---------------------------------------------------------------
+    def _path_open(self) -> bool:
+        return self._anchor is not None
+
     def _take_increments(self, theta: list[torch.Tensor]) -> list[torch.Tensor]:
         raise NotImplementedError
 

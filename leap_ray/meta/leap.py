@@ -8,6 +8,11 @@ d_l = 0 without the loss term. The Jacobian of theta_i w.r.t. the initialization
 identity (appendix B). Unlike the authors' code we also add the last segment theta_{K-1} -> theta_K
 (`finish_task`).
 
+The path is the one the meta-learned parameters travel: with a `prefix` (the encoder of an
+actor-critic), |d_theta| in the length metric is the norm over the tracked parameters only, as in
+the authors' code, which knows only the parameters it is given. The per-task heads are not part
+of the initialization, so their motion neither pulls it nor rescales its increments.
+
 Cost per `update`: the energy metric never forms d_theta (the sum of d_theta telescopes to
 theta_K - theta_0, settled in `take_partial`), so it touches only the stored gradient; the length
 metric needs d_theta's norm each step and keeps theta_i.
@@ -73,6 +78,9 @@ class Leap(PathMetaLearner):
         if self.loss_term:
             self._store_grad(module)
         self._prev_loss = loss_value
+
+    def _path_open(self) -> bool:
+        return self._prev_loss is not None
 
     def _start_path(self, theta: list[torch.Tensor]) -> None:
         self._acc = [torch.zeros_like(t) for t in theta]

@@ -10,7 +10,8 @@ from leap_ray.meta.base import PathMetaLearner
 
 
 class Reptile(PathMetaLearner):
-    """Stores theta_0 once; partials are anchor - theta and telescope to theta_0 - theta_K."""
+    """Stores theta_0 at a task's first update; partials are anchor - theta and telescope to
+    theta_0 - theta_K. `finish_task` forgets the anchor, so the next update starts a new task."""
 
     @torch.no_grad()
     def update(self, loss: torch.Tensor | float, module: nn.Module) -> None:
