@@ -129,7 +129,7 @@ class A2CLearner:
         result = self.task.groups[g].recv()
         self.obs[t + 1, rows].copy_(torch.from_numpy(result.obs))
         clip = self.env_cfg.reward_clip
-        reward = torch.from_numpy(result.reward).clamp_(-clip, clip)
+        reward = torch.from_numpy(result.reward).clamp(-clip, clip)  # a copy: stats keep r
         if result.truncated.any():  # not a terminal: the return goes on as V(s) estimates it
             cut = np.flatnonzero(result.truncated)
             final = torch.from_numpy(result.final_obs[cut]).to(self.device)

@@ -1,0 +1,111 @@
+"""The Atari options on real ALE ROMs: sticky actions, a lost life as a learning terminal while
+episode statistics count whole games, and the time limit bootstrapped from V(final_obs)."""
+
+import numpy as np
+import pytest
+import torch
+
+from leap_ray.a2c import make_learner
+from leap_ray.config import load_config
+from leap_ray.envs import AtariGroup, EpisodeTracker
+
+
+def env_config(*overrides):
+    return load_config(None, ["env.num_envs=2", "env.grayscale=true", *overrides]).env
+
+
+def play(group: AtariGroup, actions: np.ndarray):
+    """Step through `actions` [T, N]; the frames and every StepResult."""
+    frames, results = [group.reset()], []
+    for step_actions in actions:
+        group.send(step_actions)
+        results.append(group.recv())
+        frames.append(results[-1].obs.copy())
+    group.close()
+    return np.stack(frames), results
+
+
+def test_sticky_actions_repeat_the_previous_action():
+    rng = np.random.default_rng(0)
+    random_actions = rng.integers(0, 4, (60, 2))
+    noops = np.zeros_like(random_actions)
+    runs = {}
+    for probability in (0.0, 1.0):
+        cfg = env_config(f"env.repeat_action_probability={probability}")
+        runs[probability] = [
+            play(AtariGroup("Breakout", 2, 3, cfg), actions)[0]
+            for actions in (random_actions, noops)
+        ]
+    assert not np.array_equal(*runs[0.0]), "without stickiness the actions must matter"
+    assert np.array_equal(*runs[1.0]), "always sticky: the emulator never takes a new action"
+
+
+def test_lost_lives_are_learning_terminals_and_statistics_count_whole_games():
+    actions = np.random.default_rng(1).integers(0, 4, (700, 2))
+    runs = {}
+    for life_loss in (True, False):
+        cfg = env_config(f"env.life_loss_terminal={str(life_loss).lower()}")
+        _, results = play(AtariGroup("Breakout", 2, 5, cfg), actions)
+        tracker = EpisodeTracker(2)
+        for t, result in enumerate(results):
+            tracker.record(slice(0, 2), result.reward, result.game_over, t + 1)
+        terminated = np.stack([r.terminated for r in results])
+        game_over = np.stack([r.game_over for r in results])
+        runs[life_loss] = (terminated, game_over, tracker.drain())
+    terminated, game_over, games = runs[True]
+    assert game_over.sum() >= 2, "random play should end some games in 700 steps"
+    assert terminated.sum() >= 4 * game_over.sum(), "Breakout has 5 lives: a terminal per life"
+    assert not (game_over & ~terminated).any()
+    plain_terminated, plain_game_over, plain_games = runs[False]
+    assert np.array_equal(plain_terminated, plain_game_over)
+    assert np.array_equal(game_over, plain_game_over), "life terminals must not change the game"
+    assert games == plain_games and all(length > 50 for _, _, length in games)
+
+
+def test_time_limit_is_bootstrapped_from_the_final_value_not_terminal():
+    cfg = load_config(
+        None,
+        [
+            "env.num_envs=2",
+            "env.grayscale=true",
+            "env.frame_stack=4",
+            "a2c.encoder=nature",
+            "env.max_episode_frames=60",
+            "env.life_loss_terminal=false",
+        ],
+    )  # Pong: no lives, long games; 60 frames = 15 env_steps per episode
+    learner = make_learner(cfg, "Pong", seed=0, meta=False)
+    seen = []
+    for group in learner.task.groups:
+        real_recv = group.recv
+
+        def recording_recv(real_recv=real_recv):
+            seen.append(real_recv())
+            return seen[-1]
+
+        group.recv = recording_recv
+    checked = 0
+    for _ in range(4):  # 20 env_steps per environment: each is cut once
+        seen.clear()
+        learner.rollout()
+        per_step = [seen[i : i + len(learner.task.groups)] for i in range(0, len(seen), 2)]
+        for t, results in enumerate(per_step):
+            for rows, result in zip(learner.task.rows, results, strict=True):
+                for i in np.flatnonzero(result.truncated):
+                    final = torch.from_numpy(result.final_obs[i : i + 1])
+                    assert not np.array_equal(result.final_obs[i], result.obs[i])
+                    with torch.no_grad():
+                        value = float(learner.model(final)[1])
+                    reward = np.clip(result.reward[i], -cfg.env.reward_clip, cfg.env.reward_clip)
+                    expected = reward + cfg.a2c.discount * value
+                    row = rows.start + i
+                    assert float(learner.rewards[t, row]) == pytest.approx(expected, abs=1e-5)
+                    assert float(learner.dones[t, row]) == 1.0
+                    assert abs(value) > 0, "a zero value would hide a missing bootstrap"
+                    checked += 1
+                assert not (result.truncated & result.terminated).any()
+        learner.obs[0].copy_(learner.obs[-1])
+    assert checked >= 2
+    games = learner.task.episodes.drain()
+    assert games and all(length == 15 for _, _, length in games), games
+    learner.task.close()
