@@ -28,6 +28,8 @@ def test_n_step_returns_by_hand():
 
 
 def test_cartpole_learns_through_the_same_learner():
+    """The CI learning test: the Atari learner's code path on CartPole must rise far above random
+    play (~22) within 60k env_steps (~12 s); a broken update or initialization stays near it."""
     cfg = load_config(
         None,
         [
@@ -41,10 +43,12 @@ def test_cartpole_learns_through_the_same_learner():
         ],
     )
     learner = make_learner(cfg, "CartPole-v1", seed=0)
-    summary = learner.train(80_000)
-    last = [episode_return for _, episode_return, _ in summary.episodes][-20:]
-    assert len(summary.episodes) > 100
-    assert np.mean(last) >= 195, f"mean return of the last 20 episodes: {np.mean(last):.1f}"
+    summary = learner.train(60_000)
+    episodes = np.array([(env_step, ret) for env_step, ret, _ in summary.episodes])
+    first = episodes[episodes[:, 0] <= 10_000, 1].mean()
+    last = episodes[episodes[:, 0] > 50_000, 1].mean()
+    assert first < 60, f"the first 10k env_steps already average {first:.1f}"
+    assert last >= 150, f"games ending in the last 10k env_steps average {last:.1f} (random: ~22)"
 
 
 def test_atari_rollout_shapes_and_minimal_action_set():
