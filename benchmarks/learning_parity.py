@@ -1,7 +1,7 @@
 """Does our A2C learner learn Atari as well as a peer? Ours and stable-baselines3's A2C side by
 side at matched settings (issue 13), and the paper's learner configuration against random play.
 
-Matched settings (SB3's A2C Atari recipe, rl-baselines3-zoo):
+Matched settings (SB3's A2C Atari recipe, rl-baselines3-zoo; ours: configs/atari_sb3.yaml):
     frames   84x84 grayscale, 4 stacked, frame skip 4 with max-pooling, up to 30 no-op starts,
              FIRE at reset, a lost life is a learning terminal, no sticky actions,
              rewards clipped to +-1 (SB3: sign(r); the same for Atari's integer rewards)
@@ -39,24 +39,7 @@ import numpy as np
 OUT = Path("benchmarks/results/learning_parity")
 GAMES = ("Breakout", "MsPacman")
 BIN = 50_000
-SB3_MATCHED = [
-    "env.num_envs=16",
-    "env.grayscale=true",
-    "env.frame_stack=4",
-    "env.reward_clip=1",
-    "env.life_loss_terminal=true",
-    "env.fire_reset=true",
-    "env.repeat_action_probability=0",
-    "a2c.encoder=nature",
-    "a2c.unroll=5",
-    "a2c.lr=7e-4",
-    "a2c.rms_eps=1e-5",
-    "a2c.rms_alpha=0.99",
-    "a2c.entropy_cost=0.01",
-    "a2c.value_cost=0.5",
-    "a2c.max_grad_norm=0.5",
-    "a2c.discount=0.99",
-]
+MATCHED_CONFIG = "configs/atari_sb3.yaml"  # ours at SB3's settings
 
 
 # -- one run, in its own process -------------------------------------------------------------------
@@ -64,7 +47,7 @@ def run_ours(game: str, seed: int, steps: int, csv_path: Path, config: str | Non
     from leap_ray.a2c import make_learner
     from leap_ray.config import load_config
 
-    cfg = load_config(config, [] if config else SB3_MATCHED)
+    cfg = load_config(config or MATCHED_CONFIG)
     learner = make_learner(cfg, game, seed)
     with csv_path.open("w", newline="") as handle:
         writer = csv.writer(handle)
