@@ -7,7 +7,7 @@ import logging
 import sys
 import time
 
-from leap_ray.config import ConfigError, load_config
+from leap_ray.config import ConfigError, check_logdir, load_config
 
 
 def _add_set(parser: argparse.ArgumentParser) -> None:
@@ -79,7 +79,11 @@ def _add_evaluate_parsers(sub) -> None:
 def _evaluate(args: argparse.Namespace, command: str) -> int:
     from leap_ray.evaluate import evaluate, make_plan
 
-    games = [g.strip() for g in args.games.split(",") if g.strip()] if args.games else None
+    games = None
+    if args.games is not None:
+        games = [g.strip() for g in args.games.split(",") if g.strip()]
+        if not games:
+            raise ConfigError(f"--games: no game named in {args.games!r}")
     plan = make_plan(
         args.init, args.baseline, games, args.steps, args.seeds, args.config, args.set, args.out
     )
@@ -113,6 +117,7 @@ def main(argv: list[str] | None = None) -> int:
             return _evaluate(args, " ".join(argv))
         overrides = list(args.set) + ([f"logging.logdir={args.logdir}"] if args.logdir else [])
         cfg = load_config(args.config, overrides)
+        check_logdir(cfg)
         if args.command == "finetune":
             return _finetune(args, cfg, " ".join(argv))
         if args.command == "train-task":

@@ -18,7 +18,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from tqdm import tqdm
 
 from leap_ray.checkpoint import load_checkpoint
-from leap_ray.config import Config, ConfigError
+from leap_ray.config import Config, ConfigError, check_worker_devices
 from leap_ray.envs import observation_shape, task_pool
 from leap_ray.logger import RunLogger
 from leap_ray.meta import MetaInitialization
@@ -93,13 +93,13 @@ def make_server(cfg: Config, init: dict, run_dir: Path, checkpoint: dict | None)
         here = ray.get_runtime_context().get_node_id()
         options = {"scheduling_strategy": NodeAffinitySchedulingStrategy(here, soft=False)}
     actor = ray.remote(num_cpus=0, max_restarts=0)(ParameterServer)
-    return actor.options(**options).remote(cfg.to_dict(), init, str(run_dir.resolve()), checkpoint)
+    return actor.options(**options).remote(cfg, init, str(run_dir.resolve()), checkpoint)
 
 
 def make_worker(cfg: Config, server):
     res = cfg.resources
     actor = ray.remote(num_cpus=res.cpus_per_worker, num_gpus=res.gpus_per_worker, max_restarts=0)
-    return actor(TaskWorker).remote(cfg.to_dict(), server)
+    return actor(TaskWorker).remote(cfg, server)
 
 
 class Dispatcher:
@@ -259,6 +259,7 @@ class MetaTrainingLoop:
 
 def prepare(cfg: Config, resume: str | None) -> tuple[Path, tuple, dict, dict | None]:
     """Everything that can fail on bad input, done before Ray starts."""
+    check_worker_devices(cfg)
     pool = task_pool(cfg.env)
     init = initial_encoder(cfg, pool)
     checkpoint = None

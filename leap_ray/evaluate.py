@@ -12,7 +12,7 @@ import csv
 import logging
 import re
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import gymnasium as gym
@@ -22,7 +22,13 @@ from tqdm import tqdm
 
 from leap_ray import curves
 from leap_ray.checkpoint import load_checkpoint
-from leap_ray.config import Config, ConfigError, config_from_dict, load_config
+from leap_ray.config import (
+    Config,
+    ConfigError,
+    check_worker_devices,
+    config_from_dict,
+    load_config,
+)
 from leap_ray.driver import check_resources, connect, make_worker
 from leap_ray.envs import observation_shape, task_pool
 from leap_ray.games import resolve_game
@@ -130,6 +136,7 @@ def make_plan(
     if seeds < 1 or (steps is not None and steps < 1):
         raise ConfigError(f"--seeds and --steps must be >= 1, got {seeds} and {steps}")
     cfg = eval_config(init, config_path, list(overrides))
+    check_worker_devices(cfg)
     methods = [parse_method(init, need_label=False)]
     methods += [parse_method(spec, need_label=True) for spec in baselines]
     methods.sort(key=lambda m: m.name == RANDOM)  # last: paired differences read "X − random"
@@ -157,7 +164,8 @@ def jobs(plan: EvalPlan) -> list[EvalJob]:
 
 def run_jobs(plan: EvalPlan, address: str | None = None) -> dict[EvalJob, dict]:
     """Every job on task-worker actors; the run needs no parameter server, so none is pinned."""
-    cfg = replace(plan.cfg, resources=replace(plan.cfg.resources, server_resource=""))
+    resources = plan.cfg.resources.model_copy(update={"server_resource": ""})
+    cfg = plan.cfg.model_copy(update={"resources": resources})
     started_ray = connect(cfg, address)
     try:
         check_resources(cfg)

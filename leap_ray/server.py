@@ -12,7 +12,7 @@ import ray
 import torch
 
 from leap_ray.checkpoint import init_digest, save_checkpoint
-from leap_ray.config import config_from_dict
+from leap_ray.config import Config
 from leap_ray.ledger import Ledger, PartialMessage
 from leap_ray.meta import MetaInitialization
 
@@ -20,8 +20,8 @@ log = logging.getLogger(__name__)
 
 
 class ParameterServer:
-    def __init__(self, cfg_dict: dict, init: dict, run_dir: str, checkpoint: dict | None = None):
-        self.cfg = config_from_dict(cfg_dict)
+    def __init__(self, cfg: Config, init: dict, run_dir: str, checkpoint: dict | None = None):
+        self.cfg = cfg
         self.run_dir = run_dir
         self.meta_init = MetaInitialization(init, self.cfg.meta.optimizer, self.cfg.meta.lr)
         self.ledger = Ledger(self.cfg.meta.max_partial_norm)

@@ -14,7 +14,7 @@ import ray
 import torch
 
 from leap_ray.a2c import make_learner
-from leap_ray.config import config_from_dict
+from leap_ray.config import Config
 from leap_ray.ledger import PartialMessage
 
 log = logging.getLogger(__name__)
@@ -51,8 +51,8 @@ class TaskReport:
 
 
 class TaskWorker:
-    def __init__(self, cfg_dict: dict, server) -> None:
-        self.cfg = config_from_dict(cfg_dict)
+    def __init__(self, cfg: Config, server) -> None:
+        self.cfg = cfg
         self.server = server
 
     def ready(self) -> dict:

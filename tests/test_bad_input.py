@@ -66,3 +66,24 @@ def test_bad_checkpoint_gives_its_error_and_writes_nothing(name, tmp_path):
 def test_train_task_rejects_bad_numbers():
     result = run_cli("train-task", "--game", "Pong", "--steps", "0")
     assert_one_line_error(result, "--steps: must be >= 1, got 0")
+
+
+def test_nested_yaml_aliases_are_refused_fast_with_a_short_message():
+    result = run_cli(
+        "train", "--config", str(DATA / "bad_configs" / "billion_laughs.yaml"), timeout=30
+    )
+    assert_one_line_error(result, "meta.lr: must be float")
+    assert len(result.stderr.strip().splitlines()[-1]) < 200
+
+
+def test_logdir_naming_a_file_is_refused(tmp_path):
+    a_file = tmp_path / "runs"
+    a_file.write_text("not a directory")
+    result = run_cli("train", "--config", "configs/smoke.yaml", "--logdir", str(a_file))
+    assert_one_line_error(result, "is a file, not a directory")
+    assert a_file.read_text() == "not a directory"
+
+
+def test_evaluate_with_no_game_named_is_refused(tmp_path):
+    result = run_cli("evaluate", "--init", str(tmp_path), "--games", ",", "--baseline", "random")
+    assert_one_line_error(result, "--games: no game named in ','")

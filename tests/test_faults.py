@@ -149,7 +149,7 @@ def make_server(tmp_path, mode="sync"):
     }
     from leap_ray.config import config_from_dict
 
-    return ParameterServer(config_from_dict(cfg).to_dict(), init, str(tmp_path)), init
+    return ParameterServer(config_from_dict(cfg), init, str(tmp_path)), init
 
 
 def message(task_id, value, attempt=0, chunk=0, final=True, version=0):
