@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-import time
 
 from leap_ray.config import ConfigError, check_logdir, load_config
 
@@ -95,13 +94,11 @@ def _finetune(args: argparse.Namespace, cfg, command: str) -> int:
     from pathlib import Path
 
     from leap_ray.finetune import finetune
+    from leap_ray.tasks import fresh_run_dir, run_name
 
     if args.steps_per_game < 1:
         raise ConfigError(f"--steps-per-game: must be >= 1, got {args.steps_per_game}")
-    name = cfg.logging.run_name or time.strftime("finetune-%Y%m%d-%H%M%S")
-    out = Path(args.out or Path(cfg.logging.logdir) / name)
-    if out.exists() and any(out.iterdir()):
-        raise ConfigError(f"--out: {str(out)!r} exists and is not empty")
+    out = fresh_run_dir(args.out or Path(cfg.logging.logdir) / run_name(cfg, "finetune-"), "--out")
     finetune(cfg, args.steps_per_game, out, command=command)
     return 0
 

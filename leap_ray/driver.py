@@ -11,40 +11,28 @@ import os
 import time
 from pathlib import Path
 
-import numpy as np
 import ray
-import torch
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from tqdm import tqdm
 
 from leap_ray.checkpoint import load_checkpoint
 from leap_ray.config import Config, ConfigError, check_worker_devices
-from leap_ray.envs import observation_shape, task_pool
+from leap_ray.envs import task_pool
 from leap_ray.logger import RunLogger
 from leap_ray.meta import MetaInitialization
-from leap_ray.models import make_encoder
 from leap_ray.pool import WorkerPool
 from leap_ray.server import ParameterServer
-from leap_ray.worker import TaskReport, TaskSpec, TaskWorker
+from leap_ray.tasks import (
+    TaskSpec,
+    fresh_run_dir,
+    initial_encoder,
+    run_name,
+    sample_games,
+    task_seed,
+)
+from leap_ray.worker import TaskReport, TaskWorker
 
 log = logging.getLogger(__name__)
-
-
-def task_seed(root_seed: int, task_id: int) -> int:
-    """Seeds derived, never random: one per task id, logged with the task."""
-    return int(np.random.SeedSequence([root_seed, task_id]).generate_state(1)[0] % (2**31))
-
-
-def sample_games(cfg: Config, pool: tuple[str, ...], meta_step: int, count: int) -> list[str]:
-    rng = np.random.default_rng([cfg.meta.seed, meta_step])
-    replace = count > len(pool)
-    return [pool[i] for i in rng.choice(len(pool), size=count, replace=replace)]
-
-
-def initial_encoder(cfg: Config, pool: tuple[str, ...]) -> dict[str, np.ndarray]:
-    torch.manual_seed(cfg.meta.seed)
-    encoder = make_encoder(cfg.a2c.encoder, observation_shape(cfg.env, pool[0]))
-    return {name: p.detach().numpy().copy() for name, p in encoder.named_parameters()}
 
 
 # -- Ray: connect, check, make actors ----------------------------------------------------------
@@ -269,12 +257,9 @@ def prepare(cfg: Config, resume: str | None) -> tuple[Path, tuple, dict, dict | 
         probe = MetaInitialization(init, cfg.meta.optimizer, cfg.meta.lr)
         probe.load_state_dict(checkpoint["meta_init"])  # raises on an incompatible encoder
     else:
-        name = cfg.logging.run_name or time.strftime("%Y%m%d-%H%M%S")
-        run_dir = Path(cfg.logging.logdir) / name
-        if run_dir.exists() and any(run_dir.iterdir()):
-            raise ConfigError(
-                f"logging.run_name: {str(run_dir)!r} exists; use --resume to continue"
-            )
+        run_dir = fresh_run_dir(
+            Path(cfg.logging.logdir) / run_name(cfg), "logging.run_name", "; use --resume"
+        )
     return run_dir, pool, init, checkpoint
 
 

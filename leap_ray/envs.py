@@ -240,7 +240,7 @@ def task_pool(cfg: EnvConfig) -> tuple[str, ...]:
             raise ValueError("env.games: the gym suite needs an explicit list of gymnasium ids")
         return cfg.games
     if not cfg.games:
-        pool = tuple(g for g in meta_training_pool(cfg.max_actions) if g not in cfg.held_out)
+        pool = meta_training_pool(cfg.max_actions, cfg.held_out)
     else:
         pool = tuple(resolve_game(g) for g in cfg.games)
     held_out = {resolve_game(g) for g in cfg.held_out}

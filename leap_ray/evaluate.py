@@ -33,8 +33,8 @@ from leap_ray.driver import check_resources, connect, make_worker
 from leap_ray.envs import observation_shape, task_pool
 from leap_ray.games import resolve_game
 from leap_ray.logger import RunLogger
-from leap_ray.models import make_encoder
 from leap_ray.pool import WorkerPool
+from leap_ray.tasks import check_encoder_fits, checkpoint_encoder, fresh_run_dir
 
 log = logging.getLogger(__name__)
 RANDOM = "random"  # the paper's "no pretraining": each seed's own freshly drawn encoder
@@ -85,7 +85,7 @@ def parse_method(spec: str, need_label: bool) -> Method:
         "finetune" if "finetune" in state["driver"] else state["config"]["meta"]["algorithm"]
     )
     label = match[1] if match else algorithm
-    init = {name: t.numpy().copy() for name, t in state["meta_init"]["init"].items()}
+    init = checkpoint_encoder(state)
     return Method(label, _path(spec), init)
 
 
@@ -109,18 +109,8 @@ def resolve_games(cfg: Config, names: list[str]) -> tuple[str, ...]:
 
 def check_shapes(cfg: Config, games: tuple[str, ...], methods: list[Method]) -> None:
     """Every initialization must fit the configured encoder on every game."""
-    for game in games:
-        encoder = make_encoder(cfg.a2c.encoder, observation_shape(cfg.env, game))
-        want = {name: tuple(p.shape) for name, p in encoder.named_parameters()}
-        for method in (m for m in methods if m.init is not None):
-            got = {name: tuple(v.shape) for name, v in method.init.items()}
-            if got != want:
-                bad = next(n for n in sorted(want.keys() | got.keys()) if want.get(n) != got.get(n))
-                raise ConfigError(
-                    f"{method.name} ({method.source}): its encoder does not fit "
-                    f"a2c.encoder={cfg.a2c.encoder!r} on {game} "
-                    f"({bad}: checkpoint {got.get(bad)}, config {want.get(bad)})"
-                )
+    for method in (m for m in methods if m.init is not None):
+        check_encoder_fits(cfg, games, method.init, f"{method.name} ({method.source})")
 
 
 def make_plan(
@@ -150,8 +140,7 @@ def make_plan(
         run = root if root.is_dir() else root.parent
         run = run.parent if run.name == "checkpoints" else run
         out = str(run / f"eval-{time.strftime('%Y%m%d-%H%M%S')}")
-    if Path(out).exists() and any(Path(out).iterdir()):
-        raise ConfigError(f"--out: {out!r} exists and is not empty")
+    fresh_run_dir(out, "--out")
     steps = steps or cfg.a2c.steps_per_task
     return EvalPlan(cfg, tuple(methods), resolved, tuple(range(seeds)), steps, Path(out))
 

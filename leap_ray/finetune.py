@@ -6,30 +6,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
-
-from leap_ray.a2c import make_learner
 from leap_ray.checkpoint import save_checkpoint
 from leap_ray.config import Config
-from leap_ray.driver import initial_encoder, task_seed
 from leap_ray.envs import task_pool
 from leap_ray.logger import RunLogger
-from leap_ray.meta import MetaInitialization
-from leap_ray.models import encoder_state
-
-
-def encoder_checkpoint(cfg: Config, init: dict, driver: dict) -> dict:
-    """A leap-ray checkpoint holding only an encoder: `load_checkpoint` and `evaluate` take it."""
-    meta_init = MetaInitialization(init, cfg.meta.optimizer, cfg.meta.lr)
-    return {
-        "format": 1,
-        "meta_init": meta_init.state_dict(),
-        "meta_step": 0,
-        "ledger": {},
-        "config": cfg.to_dict(),
-        "torch_rng": torch.get_rng_state(),
-        "driver": driver,
-    }
+from leap_ray.tasks import encoder_checkpoint, initial_encoder, run_transfer_task, task_seed
 
 
 def finetune(cfg: Config, steps_per_game: int, run_dir: Path, command: str = "finetune") -> Path:
@@ -41,18 +22,15 @@ def finetune(cfg: Config, steps_per_game: int, run_dir: Path, command: str = "fi
     success = False
     try:
         for index, game in enumerate(pool):
-            learner = make_learner(cfg, game, task_seed(cfg.meta.seed, index), meta=False)
-            learner.model.encoder.load_state_dict({n: torch.tensor(v) for n, v in encoder.items()})
             prefix = f"finetune/{index:02d}-{game.replace('/', '_')}/"
-            try:
-                summary = learner.train(
-                    steps_per_game,
-                    on_log=lambda step, values, p=prefix: logger.scalars(step, values, p),
-                    log_every=cfg.logging.log_every,
-                )
-            finally:
-                learner.task.close()
-            encoder = {n: t.numpy() for n, t in encoder_state(learner.model).items()}
+            summary, encoder = run_transfer_task(
+                cfg,
+                game,
+                task_seed(cfg.meta.seed, index),
+                steps_per_game,
+                encoder,
+                on_log=lambda step, values, p=prefix: logger.scalars(step, values, p),
+            )
             returns = [r for _, r, _ in summary.episodes][-10:]
             mean = sum(returns) / len(returns) if returns else float("nan")
             print(f"finetune {index + 1}/{len(pool)} {game}: last-10 mean return {mean:.1f}")

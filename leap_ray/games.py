@@ -1,10 +1,10 @@
 """The Atari game catalogue: names, ROM ids and minimal action-set sizes, all taken from ALE.
 
 Leap (Flennerhag et al., 2019) meta-learns on the Atari games whose minimal action set has at most
-10 actions (27 games in their suite), with Breakout and SpaceInvaders held out for evaluation.
-This module builds that pool from the ROMs that ale-py ships. Action counts are always read from
-ALE (`ALEInterface.getMinimalActionSet`), never typed in by hand, so they follow the installed ALE
-version. No Ray imports: this module is safe to use anywhere.
+10 actions (27 games in their suite), with Breakout and SpaceInvaders held out for evaluation
+(`env.held_out`). This module builds that pool from the ROMs that ale-py ships. Action counts
+are always read from ALE (`ALEInterface.getMinimalActionSet`), never typed in by hand, so they
+follow the installed ALE version. No Ray imports: this module is safe to use anywhere.
 """
 
 from __future__ import annotations
@@ -27,12 +27,6 @@ CLASSIC_SUITE: tuple[str, ...] = (
     "Pooyan", "PrivateEye", "Qbert", "Riverraid", "RoadRunner", "Robotank", "Seaquest", "Skiing",
     "Solaris", "SpaceInvaders", "StarGunner", "Tennis", "TimePilot", "Tutankham", "UpNDown",
     "Venture", "VideoPinball", "WizardOfWor", "YarsRevenge", "Zaxxon",
-)  # fmt: skip
-
-HELD_OUT: tuple[str, ...] = ("Breakout", "SpaceInvaders")
-EVALUATION_GAMES: tuple[str, ...] = (
-    "Breakout", "SpaceInvaders", "KungFuMaster", "Krull", "RoadRunner", "Alien", "Gravitar",
-    "Pong", "AirRaid", "UpNDown", "WizardOfWor",
 )  # fmt: skip
 
 
@@ -96,8 +90,10 @@ def _num_actions(game: str) -> int:
     return len(ale.getMinimalActionSet())
 
 
-def meta_training_pool(max_actions: int = 10) -> tuple[str, ...]:
-    """Classic-suite games with at most `max_actions` minimal actions, minus HELD_OUT, sorted."""
+def meta_training_pool(max_actions: int = 10, held_out: tuple[str, ...] = ()) -> tuple[str, ...]:
+    """Classic-suite games with at most `max_actions` minimal actions, minus `held_out` (the
+    config's `env.held_out` decides; the paper's are Breakout and SpaceInvaders), sorted."""
+    excluded = {resolve_game(g) for g in held_out}
     return tuple(
-        sorted(g for g in CLASSIC_SUITE if g not in HELD_OUT and num_actions(g) <= max_actions)
+        sorted(g for g in CLASSIC_SUITE if g not in excluded and num_actions(g) <= max_actions)
     )

@@ -9,13 +9,13 @@ of a path is not a meta-gradient). `take` hands the finished tasks to one meta-s
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from dataclasses import dataclass, field
 
-import torch
-
 from leap_ray.meta import PartialMetaGradient
+from leap_ray.meta.partial import PartialSum
 
 log = logging.getLogger(__name__)
 
@@ -37,9 +37,7 @@ class TaskEntry:
     task_id: int
     attempt: int
     init_version: int = -1
-    grads: list | None = None  # the running sum, owned by the ledger (summed in place)
-    names: tuple = ()
-    num_tasks: int = 0
+    total: PartialSum | None = None  # the running sum of its chunks; dropped once applied
     chunks: set[int] = field(default_factory=set)
     num_chunks: int | None = None
     status: str = "running"  # running | finished | rejected | applied
@@ -81,7 +79,7 @@ class Ledger:
         problem = self._problem(partial)
         if problem:
             self.rejected_chunks += 1
-            entry.status, entry.reason, entry.grads = "rejected", problem, None
+            entry.status, entry.reason, entry.total = "rejected", problem, None
             log.warning("rejected task %d attempt %d: %s", msg.task_id, msg.attempt, problem)
             return False, problem
         self._accumulate(entry, partial)
@@ -94,16 +92,14 @@ class Ledger:
 
     @staticmethod
     def _accumulate(entry: TaskEntry, partial: PartialMetaGradient) -> None:
-        if entry.grads is None:
-            entry.names = tuple(partial.grads)
-            entry.grads = [g.clone() for g in partial.grads.values()]
-            entry.init_version = partial.init_version
-        elif tuple(partial.grads) != entry.names or partial.init_version != entry.init_version:
-            raise ValueError(f"task {entry.task_id}: chunks of one attempt disagree")
-        else:
-            torch._foreach_add_(entry.grads, list(partial.grads.values()))
-        entry.num_segments += partial.num_segments
-        entry.num_tasks += partial.num_tasks
+        entry.total = entry.total or PartialSum()
+        try:
+            entry.total.add(partial)
+        except ValueError as error:
+            raise ValueError(
+                f"task {entry.task_id}: chunks of one attempt disagree: {error}"
+            ) from None
+        entry.init_version, entry.num_segments = entry.total.init_version, entry.total.num_segments
 
     def _problem(self, partial: PartialMetaGradient) -> str:
         norm = partial.norm()
@@ -121,34 +117,28 @@ class Ledger:
         self, task_ids: list[int], version: int, meta_step: int, max_staleness: int
     ) -> tuple[PartialMetaGradient | None, dict[str, float]]:
         """Sum the finished tasks' partials for one meta_step at `version`; tasks computed from
-        an initialization more than `max_staleness` versions old are rejected instead."""
+        an initialization more than `max_staleness` versions old are rejected instead, fresher
+        ones (async mode) are applied at `version` as they are."""
         missing = [t for t in task_ids if not self.done(t)]
         if missing:
             raise ValueError(f"tasks {missing[:5]} have not finished")
-        total, segments, tasks, staleness = None, 0, 0, []
+        batch, staleness = PartialSum(), []
         for task_id in task_ids:
             entry = self.entries[task_id]
             lag = version - entry.init_version
             if entry.status == "finished" and lag > max_staleness:
                 entry.status, entry.reason = "rejected", f"stale by {lag} versions"
             if entry.status == "finished":
-                if total is None:
-                    total, names = entry.grads, entry.names  # ledger-owned: sum in place
-                else:
-                    torch._foreach_add_(total, entry.grads)
-                segments, tasks = segments + entry.num_segments, tasks + entry.num_tasks
+                batch.add(dataclasses.replace(entry.total.result(), init_version=version))
                 staleness.append(lag)
                 entry.status = "applied"
-            entry.meta_step, entry.grads = meta_step, None
+            entry.meta_step, entry.total = meta_step, None
         stats = {
             "meta/tasks_applied": float(len(staleness)),
             "meta/tasks_rejected": float(len(task_ids) - len(staleness)),
             "meta/staleness": sum(staleness) / len(staleness) if staleness else 0.0,
         }
-        if total is None:
-            return None, stats
-        grads = dict(zip(names, total, strict=True))
-        return PartialMetaGradient(grads, segments, tasks, version), stats
+        return (batch.result() if staleness else None), stats
 
     def records(self) -> dict[int, dict]:
         return {task_id: entry.record() for task_id, entry in self.entries.items()}

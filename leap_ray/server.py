@@ -110,9 +110,6 @@ class ParameterServer:
         }
         return str(save_checkpoint(self.run_dir, state, self.cfg.logging.keep_checkpoints))
 
-    def ledger_records(self) -> dict[int, dict]:
-        return self.ledger.records()
-
     def drain_metrics(self) -> list[tuple[str, int, float]]:
         rows, self.metrics = self.metrics, []
         return rows

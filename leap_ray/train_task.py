@@ -3,7 +3,6 @@ tuning the learner, or measuring it alone."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 from tqdm import tqdm
@@ -11,10 +10,11 @@ from tqdm import tqdm
 from leap_ray.a2c import make_learner
 from leap_ray.config import Config
 from leap_ray.logger import RunLogger
+from leap_ray.tasks import run_name
 
 
 def train_task(cfg: Config, game: str, steps: int, seed: int, logdir: str) -> dict[str, float]:
-    run_dir = Path(logdir) / f"train-task-{game}-{time.strftime('%Y%m%d-%H%M%S')}"
+    run_dir = Path(logdir) / run_name(cfg, f"train-task-{game.replace('/', '_')}-")
     learner = make_learner(cfg, game, seed)
     logger = RunLogger(run_dir, cfg, f"train-task --game {game} --steps {steps} --seed {seed}")
     bar = tqdm(total=steps, unit="env_step", disable=not cfg.logging.progress)

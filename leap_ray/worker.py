@@ -11,23 +11,12 @@ import time
 from dataclasses import dataclass
 
 import ray
-import torch
 
-from leap_ray.a2c import make_learner
 from leap_ray.config import Config
 from leap_ray.ledger import PartialMessage
+from leap_ray.tasks import TaskSpec, run_meta_task, run_transfer_task
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class TaskSpec:
-    task_id: int
-    attempt: int
-    game: str
-    seed: int
-    env_steps: int
-    init_version: int
 
 
 @dataclass(frozen=True)
@@ -75,14 +64,7 @@ class TaskWorker:
         """Transfer evaluation: a fresh learner (new heads, no meta-learner) whose encoder starts
         from `init` (None: the seed's own random encoder); returns its episode curve."""
         try:
-            learner = make_learner(self.cfg, game, seed, meta=False)
-            try:
-                if init is not None:
-                    state = {name: torch.tensor(value) for name, value in init.items()}
-                    learner.model.encoder.load_state_dict(state)
-                summary = learner.train(steps)
-            finally:
-                learner.task.close()
+            summary, _ = run_transfer_task(self.cfg, game, seed, steps, init)
         except Exception:
             log.exception("evaluation of %s on %s (seed %d) failed", method, game, seed)
             raise
@@ -94,9 +76,6 @@ class TaskWorker:
 
     def _run(self, spec: TaskSpec, init: dict) -> TaskReport:
         started_at = time.time()
-        learner = make_learner(self.cfg, spec.game, spec.seed)
-        learner.meta_learner.load(init, spec.init_version)
-        learner.meta_learner.to(learner.model)
         prefix = f"task/{spec.task_id:05d}-{spec.game}/"
         rows: list[tuple[str, int, float]] = []
         acks: list = []
@@ -116,16 +95,7 @@ class TaskWorker:
             rows.clear()
             acks.append(self.server.push.remote(message))
 
-        try:
-            summary = learner.train(
-                spec.env_steps,
-                stream_every=self.cfg.meta.stream_every,
-                on_partial=on_partial,
-                on_log=on_log,
-                log_every=self.cfg.logging.log_every,
-            )
-        finally:
-            learner.task.close()
+        summary = run_meta_task(self.cfg, spec, init, on_partial, on_log)
         answers = ray.get(acks)  # every chunk is merged before the task reports done
         rejected = next((reason for ok, reason in answers if not ok), "")
         return TaskReport(

@@ -18,9 +18,8 @@ from leap_ray import curves
 from leap_ray.checkpoint import load_checkpoint, save_checkpoint
 from leap_ray.cli import main
 from leap_ray.config import load_config
-from leap_ray.driver import initial_encoder
 from leap_ray.envs import VectorTask, make_gym, task_pool
-from leap_ray.finetune import encoder_checkpoint
+from leap_ray.tasks import encoder_checkpoint, initial_encoder
 
 FAMILY = ("CartPole-v1?length=0.75&gravity=12.0", "CartPole-v1?length=0.35&force_mag=7.0")
 GYM = {

@@ -185,7 +185,7 @@ def test_ledger_discards_dead_attempts_and_duplicates(tmp_path):
     # mean over 2 tasks of (1 + 1) and 3 -> 2.5; SGD lr 1
     torch.testing.assert_close(server.meta_init.params["w"].detach(), torch.full((3, 2), -1.5))
     assert not server.push(message(1, 3.0, attempt=2))[0], "an applied task must not count again"
-    records = server.ledger_records()
+    records = server.ledger.records()
     assert records[0]["attempt"] == 1 and records[0]["num_segments"] == 2
 
 

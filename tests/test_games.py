@@ -3,11 +3,15 @@
 import pytest
 
 from leap_ray import games
+from leap_ray.config import load_config
+from leap_ray.envs import task_pool
+
+PAPER_HELD_OUT = ("Breakout", "SpaceInvaders")
 
 
 @pytest.fixture(scope="module")
 def pool() -> tuple[str, ...]:
-    return games.meta_training_pool()
+    return games.meta_training_pool(held_out=PAPER_HELD_OUT)
 
 
 def test_pool_is_computed_and_non_empty(pool: tuple[str, ...]) -> None:
@@ -16,15 +20,24 @@ def test_pool_is_computed_and_non_empty(pool: tuple[str, ...]) -> None:
 
 
 def test_pool_excludes_held_out_games(pool: tuple[str, ...]) -> None:
-    assert games.HELD_OUT == ("Breakout", "SpaceInvaders")
-    assert not set(pool) & set(games.HELD_OUT)
+    assert not set(pool) & set(PAPER_HELD_OUT)
+
+
+def test_the_config_decides_what_is_held_out() -> None:
+    default = task_pool(load_config(None).env)
+    assert "Breakout" not in default and "SpaceInvaders" not in default
+    breakout_back = task_pool(load_config(None, ["env.held_out=[SpaceInvaders]"]).env)
+    assert set(breakout_back) - set(default) == {"Breakout"}
+    none_held = task_pool(load_config(None, ["env.held_out=[]"]).env)
+    assert {"Breakout", "SpaceInvaders"} <= set(none_held)
 
 
 def test_pool_games_have_at_most_ten_actions(pool: tuple[str, ...]) -> None:
     assert all(games.num_actions(g) <= 10 for g in pool)
-    rest = set(games.CLASSIC_SUITE) - set(pool) - set(games.HELD_OUT)
+    rest = set(games.CLASSIC_SUITE) - set(pool) - set(PAPER_HELD_OUT)
     assert all(games.num_actions(g) > 10 for g in rest)
-    assert games.meta_training_pool(max_actions=4) == ("Atlantis", "Freeway", "Skiing")
+    assert games.meta_training_pool(4, PAPER_HELD_OUT) == ("Atlantis", "Freeway", "Skiing")
+    assert games.meta_training_pool(4) == ("Atlantis", "Breakout", "Freeway", "Skiing")
 
 
 @pytest.mark.parametrize(
@@ -43,7 +56,6 @@ def test_all_games_lists_every_shipped_rom() -> None:
     everything = games.all_games()
     assert len(everything) == 108 == len(set(everything))
     assert set(games.CLASSIC_SUITE) <= set(everything)
-    assert set(games.EVALUATION_GAMES) <= set(everything)
 
 
 def test_classic_suite_matches_gymnasium_v4_registrations() -> None:

@@ -1,20 +1,26 @@
-"""The import direction: maths (torch) <- learner (gymnasium, ale-py) <- Ray actors <- CLI."""
+"""The import direction: maths (torch) <- learner (gymnasium, ale-py) <- task layer <- Ray roles
+<- CLI. Only the Ray roles import ray, and nothing below them imports a Ray role."""
 
 import ast
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "leap_ray"
+RAY_ROLES = {"worker.py", "server.py", "pool.py", "driver.py", "evaluate.py"}
 RAY_FREE = [
     "meta",
     "models.py",
     "a2c.py",
     "envs.py",
     "games.py",
+    "rmsprop.py",
     "config.py",
     "curves.py",
     "ledger.py",
     "checkpoint.py",
     "logger.py",
+    "tasks.py",
+    "finetune.py",
+    "train_task.py",
 ]
 
 
@@ -54,3 +60,16 @@ def test_learner_layers_do_not_import_ray():
     for entry in RAY_FREE:
         for path in files(entry):
             assert "ray" not in imported_modules(path), f"{path.name} imports ray"
+
+
+def test_ray_free_layers_import_no_ray_role():
+    roles = {f"leap_ray.{name[:-3]}" for name in RAY_ROLES}
+    for entry in RAY_FREE:
+        for path in files(entry):
+            leaked = imported_modules(path) & roles
+            assert not leaked, f"{path.name} imports the Ray role(s) {sorted(leaked)}"
+
+
+def test_only_the_ray_roles_import_ray():
+    importers = {path.name for path in PACKAGE.rglob("*.py") if "ray" in imported_modules(path)}
+    assert importers == RAY_ROLES, importers

@@ -9,9 +9,10 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from leap_ray.a2c import make_learner
 from leap_ray.checkpoint import list_checkpoints, load_checkpoint
-from leap_ray.driver import initial_encoder, sample_games, task_seed, train
+from leap_ray.driver import train
 from leap_ray.envs import task_pool
 from leap_ray.meta import PartialMetaGradient
+from leap_ray.tasks import initial_encoder, sample_games, task_seed
 
 pytestmark = pytest.mark.usefixtures("ray_session")
 

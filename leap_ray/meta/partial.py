@@ -30,15 +30,6 @@ class PartialMetaGradient:
     num_tasks: int
     init_version: int
 
-    def _check_mergeable(self, other: PartialMetaGradient) -> None:
-        if other.init_version != self.init_version:
-            raise ValueError(
-                f"cannot merge partials of init versions {self.init_version} and "
-                f"{other.init_version}: they are gradients at different points"
-            )
-        if other.grads.keys() != self.grads.keys():
-            raise ValueError("cannot merge partials over different parameter names")
-
     def merge(self, other: PartialMetaGradient) -> PartialMetaGradient:
         """Exact sum of two partials from the same initialization version."""
         return PartialMetaGradient.sum([self, other])
@@ -46,20 +37,10 @@ class PartialMetaGradient:
     @staticmethod
     def sum(partials: Iterable[PartialMetaGradient]) -> PartialMetaGradient:
         """Merge many partials in order (one new buffer, summed in place); raises on none."""
-        iterator = iter(partials)
-        try:
-            first = next(iterator)
-        except StopIteration:
-            raise ValueError("cannot sum zero partial meta-gradients") from None
-        total = [g.clone() for g in first.grads.values()]
-        segments, tasks = first.num_segments, first.num_tasks
-        for partial in iterator:
-            first._check_mergeable(partial)
-            torch._foreach_add_(total, [partial.grads[name] for name in first.grads])
-            segments += partial.num_segments
-            tasks += partial.num_tasks
-        grads = dict(zip(first.grads, total, strict=True))
-        return PartialMetaGradient(grads, segments, tasks, first.init_version)
+        total = PartialSum()
+        for partial in partials:
+            total.add(partial)
+        return total.result()
 
     def mean(self) -> dict[str, torch.Tensor]:
         """Meta-batch mean: the summed increments divided by the number of finished tasks."""
@@ -103,3 +84,38 @@ class PartialMetaGradient:
             int(payload["num_tasks"]),
             int(payload["init_version"]),
         )
+
+
+class PartialSum:
+    """A running sum of partials from one initialization version, summed in place into buffers
+    it owns (the partials it adds may be read-only views of Ray's object store): a task's
+    streamed chunks, or the tasks of a meta-batch."""
+
+    def __init__(self) -> None:
+        self._total: list[torch.Tensor] = []
+        self.names: tuple[str, ...] = ()
+        self.init_version: int | None = None
+        self.num_segments = 0
+        self.num_tasks = 0
+
+    def add(self, partial: PartialMetaGradient) -> None:
+        if self.init_version is None:
+            self.names, self.init_version = tuple(partial.grads), partial.init_version
+            self._total = [g.clone() for g in partial.grads.values()]
+        else:
+            if partial.init_version != self.init_version:
+                raise ValueError(
+                    f"cannot merge partials of init versions {self.init_version} and "
+                    f"{partial.init_version}: they are gradients at different points"
+                )
+            if tuple(partial.grads) != self.names:
+                raise ValueError("cannot merge partials over different parameter names")
+            torch._foreach_add_(self._total, [partial.grads[name] for name in self.names])
+        self.num_segments += partial.num_segments
+        self.num_tasks += partial.num_tasks
+
+    def result(self) -> PartialMetaGradient:
+        if self.init_version is None:
+            raise ValueError("cannot sum zero partial meta-gradients")
+        grads = dict(zip(self.names, self._total, strict=True))
+        return PartialMetaGradient(grads, self.num_segments, self.num_tasks, self.init_version)

@@ -1,0 +1,154 @@
+"""The task layer (no Ray): what one learning process is and where a run's files go, shared by
+meta-training (driver and task workers), the finetuning baseline and transfer evaluation.
+
+Layers, one direction: core (`meta/`) <- learner (`a2c`, `envs`, `models`) <- tasks (this) <-
+Ray roles (`worker`, `server`, `pool`, `driver`, `evaluate`) <- CLI. A task runs here in any
+process; a worker only adds Ray around it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from leap_ray.a2c import LearnerSummary, make_learner
+from leap_ray.config import Config, ConfigError
+from leap_ray.envs import observation_shape
+from leap_ray.meta import MetaInitialization, PartialMetaGradient
+from leap_ray.models import ActorCritic, encoder_state, make_encoder
+
+Encoder = Mapping[str, np.ndarray]  # encoder parameter name (without "encoder.") -> values
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """One learning process of meta-training: which game, seed and initialization version."""
+
+    task_id: int
+    attempt: int
+    game: str
+    seed: int
+    env_steps: int
+    init_version: int
+
+
+# -- tasks: seeds, games, initializations ------------------------------------------------------
+def task_seed(root_seed: int, task_id: int) -> int:
+    """Seeds derived, never random: one per task id, logged with the task."""
+    return int(np.random.SeedSequence([root_seed, task_id]).generate_state(1)[0] % (2**31))
+
+
+def sample_games(cfg: Config, games: tuple[str, ...], draw: int, count: int) -> list[str]:
+    """`count` games of the meta-training pool for draw number `draw` (a meta_step)."""
+    rng = np.random.default_rng([cfg.meta.seed, draw])
+    replace = count > len(games)
+    return [games[i] for i in rng.choice(len(games), size=count, replace=replace)]
+
+
+def initial_encoder(cfg: Config, games: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """theta_0 of meta-training (and of the finetuning baseline): drawn from `meta.seed`."""
+    torch.manual_seed(cfg.meta.seed)
+    encoder = make_encoder(cfg.a2c.encoder, observation_shape(cfg.env, games[0]))
+    return {name: p.detach().numpy().copy() for name, p in encoder.named_parameters()}
+
+
+def check_encoder_fits(cfg: Config, games: tuple[str, ...], init: Encoder, what: str) -> None:
+    """An initialization must fit the configured encoder on every game (observation shapes)."""
+    got = {name: tuple(np.shape(value)) for name, value in init.items()}
+    for game in games:
+        encoder = make_encoder(cfg.a2c.encoder, observation_shape(cfg.env, game))
+        want = {name: tuple(p.shape) for name, p in encoder.named_parameters()}
+        if got != want:
+            bad = next(n for n in sorted(want.keys() | got.keys()) if want.get(n) != got.get(n))
+            raise ConfigError(
+                f"{what}: its encoder does not fit a2c.encoder={cfg.a2c.encoder!r} on {game} "
+                f"({bad}: checkpoint {got.get(bad)}, config {want.get(bad)})"
+            )
+
+
+def load_encoder(model: ActorCritic, init: Encoder) -> None:
+    """Copy an initialization into the model's encoder (its memory layouts kept)."""
+    model.encoder.load_state_dict({name: torch.as_tensor(value) for name, value in init.items()})
+
+
+def encoder_checkpoint(cfg: Config, init: Encoder, driver: dict) -> dict:
+    """A leap-ray checkpoint holding only an encoder: `load_checkpoint` and `evaluate` take it."""
+    meta_init = MetaInitialization(init, cfg.meta.optimizer, cfg.meta.lr)
+    return {
+        "format": 1,
+        "meta_init": meta_init.state_dict(),
+        "meta_step": 0,
+        "ledger": {},
+        "config": cfg.to_dict(),
+        "torch_rng": torch.get_rng_state(),
+        "driver": driver,
+    }
+
+
+def checkpoint_encoder(state: Mapping) -> dict[str, np.ndarray]:
+    """The initialization a checkpoint holds, as numpy arrays."""
+    return {name: t.numpy().copy() for name, t in state["meta_init"]["init"].items()}
+
+
+# -- running a task --------------------------------------------------------------------------
+def run_meta_task(
+    cfg: Config,
+    spec: TaskSpec,
+    init: Encoder,
+    on_partial: Callable[[PartialMetaGradient], None],
+    on_log: Callable[[int, dict[str, float]], None] | None = None,
+) -> LearnerSummary:
+    """One learning process of meta-training: a learner from initialization `spec.init_version`,
+    its meta-learner streaming partials every `meta.stream_every` updates and at the end."""
+    learner = make_learner(cfg, spec.game, spec.seed)
+    try:
+        learner.meta_learner.load(init, spec.init_version)
+        learner.meta_learner.to(learner.model)
+        return learner.train(
+            spec.env_steps,
+            stream_every=cfg.meta.stream_every,
+            on_partial=on_partial,
+            on_log=on_log,
+            log_every=cfg.logging.log_every,
+        )
+    finally:
+        learner.task.close()
+
+
+def run_transfer_task(
+    cfg: Config,
+    game: str,
+    seed: int,
+    steps: int,
+    init: Encoder | None,
+    on_log: Callable[[int, dict[str, float]], None] | None = None,
+) -> tuple[LearnerSummary, dict[str, np.ndarray]]:
+    """A fresh learner (new heads, no meta-learner) whose encoder starts from `init` (None: the
+    seed's own random encoder). Returns its summary and its final encoder."""
+    learner = make_learner(cfg, game, seed, meta=False)
+    try:
+        if init is not None:
+            load_encoder(learner.model, init)
+        summary = learner.train(steps, on_log=on_log, log_every=cfg.logging.log_every)
+    finally:
+        learner.task.close()
+    return summary, {name: t.numpy() for name, t in encoder_state(learner.model).items()}
+
+
+# -- run directories ---------------------------------------------------------------------------
+def run_name(cfg: Config, prefix: str = "") -> str:
+    """`logging.run_name`, else the prefix and a timestamp."""
+    return cfg.logging.run_name or prefix + time.strftime("%Y%m%d-%H%M%S")
+
+
+def fresh_run_dir(path: str | Path, what: str, hint: str = "") -> Path:
+    """A run never writes into another run's files: an existing non-empty directory is refused."""
+    path = Path(path)
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        raise ConfigError(f"{what}: {str(path)!r} exists and is not empty{hint}")
+    return path
