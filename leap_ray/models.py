@@ -31,9 +31,16 @@ VALUE_GAIN = 1.0
 def orthogonal_init(layer: nn.Linear | nn.Conv2d, gain: float) -> None:
     """Orthogonal weight (rows of the [out, in * k * k] matrix, scaled by `gain`), zero bias.
     Drawn on a fresh contiguous tensor and copied, so a layer's memory layout (channels-last
-    convolutions, the transposed fc weight) is kept."""
+    convolutions, the transposed fc weight) is kept. The QR decomposition runs on one thread:
+    LAPACK's result depends on the thread count, and a seed must give the same network in every
+    process (the driver's theta_0, a resumed run's, a re-run task's)."""
     fresh = torch.empty(layer.weight.shape)
-    nn.init.orthogonal_(fresh, gain)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        nn.init.orthogonal_(fresh, gain)
+    finally:
+        torch.set_num_threads(threads)
     with torch.no_grad():
         layer.weight.copy_(fresh)
         layer.bias.zero_()

@@ -74,3 +74,18 @@ def test_a_meta_learned_initialization_replaces_the_random_encoder_exactly():
             assert torch.equal(p.detach(), heads[name]), name
     learner.step(None, 0)  # and the learner trains from it
     learner.task.close()
+
+
+def test_a_seed_gives_the_same_network_whatever_the_thread_count():
+    """LAPACK's QR depends on the thread count; the driver's theta_0 and a re-run task's heads
+    must not (a resumed or re-run task is compared bit for bit)."""
+    draws = []
+    for threads in (1, 2):
+        torch.set_num_threads(threads)
+        torch.manual_seed(3)
+        model = ActorCritic(make_encoder("nature", (4, 84, 84)), num_actions=6)
+        assert torch.get_num_threads() == threads, "the init must restore the thread count"
+        draws.append({n: p.detach().clone() for n, p in model.named_parameters()})
+    torch.set_num_threads(1)
+    for name, value in draws[0].items():
+        assert torch.equal(value, draws[1][name]), name

@@ -90,10 +90,11 @@ def test_resume_is_bit_identical_and_finishes(smoke_config, tmp_path):
     full = train(smoke_config("logging.run_name=full", "meta.meta_steps=3"))
     first = train(smoke_config("logging.run_name=split", "meta.meta_steps=1"))
     saved = load_checkpoint(first)
+    from leap_ray.config import config_from_dict
     from leap_ray.server import ParameterServer
 
     server = ParameterServer(
-        saved["config"],
+        config_from_dict(saved["config"]),
         {n: t.numpy() for n, t in final_init(first).items()},
         str(tmp_path / "probe"),
         saved,
