@@ -30,6 +30,7 @@ from leap_ray.tasks import (
     sample_games,
     task_seed,
 )
+from leap_ray.telemetry import TelemetrySink
 from leap_ray.worker import TaskReport, TaskWorker
 
 log = logging.getLogger(__name__)
@@ -72,32 +73,43 @@ def check_resources(cfg: Config) -> None:
         )
 
 
+def on_driver_node() -> dict:
+    here = ray.get_runtime_context().get_node_id()
+    return {"scheduling_strategy": NodeAffinitySchedulingStrategy(here, soft=False)}
+
+
 def make_server(cfg: Config, init: dict, run_dir: Path, checkpoint: dict | None):
     """On the driver's node (checkpoints land where the driver reads them), or on the node with
     `resources.server_resource`."""
     if cfg.resources.server_resource:
         options = {"resources": {cfg.resources.server_resource: 0.001}}
     else:
-        here = ray.get_runtime_context().get_node_id()
-        options = {"scheduling_strategy": NodeAffinitySchedulingStrategy(here, soft=False)}
+        options = on_driver_node()
     actor = ray.remote(num_cpus=0, max_restarts=0)(ParameterServer)
     return actor.options(**options).remote(cfg, init, str(run_dir.resolve()), checkpoint)
 
 
-def make_worker(cfg: Config, server):
+def make_sink():
+    """Telemetry's own path (telemetry.py): an actor next to the driver, which drains it."""
+    return (
+        ray.remote(num_cpus=0, max_restarts=0)(TelemetrySink).options(**on_driver_node()).remote()
+    )
+
+
+def make_worker(cfg: Config, server, sink):
     res = cfg.resources
     actor = ray.remote(num_cpus=res.cpus_per_worker, num_gpus=res.gpus_per_worker, max_restarts=0)
-    return actor(TaskWorker).remote(cfg, server)
+    return actor(TaskWorker).remote(cfg, server, sink)
 
 
 class Dispatcher:
     """Runs tasks on a `WorkerPool`; a task whose worker died, or that raised, is re-run from the
     newest initialization under attempt + 1 (the server's ledger drops the old attempt)."""
 
-    def __init__(self, cfg: Config, server) -> None:
+    def __init__(self, cfg: Config, server, sink) -> None:
         self.cfg = cfg
         self.pool = WorkerPool(
-            lambda: make_worker(cfg, server),
+            lambda: make_worker(cfg, server, sink),
             cfg.resources.num_workers,
             needs=f"{cfg.resources.cpus_per_worker} CPU",
         )
@@ -150,7 +162,8 @@ class Dispatcher:
 class MetaTrainingLoop:
     def __init__(self, cfg: Config, server, pool: tuple[str, ...], logger: RunLogger) -> None:
         self.cfg, self.server, self.pool, self.logger = cfg, server, pool, logger
-        self.dispatcher = Dispatcher(cfg, server)
+        self.sink = make_sink()
+        self.dispatcher = Dispatcher(cfg, server, self.sink)
         state = ray.get(server.state.remote())
         if state["meta_step"] > 0:
             print(
@@ -195,8 +208,7 @@ class MetaTrainingLoop:
                 )
         finished.extend(reports)
         self.logger.tasks(reports)
-        rows = ray.get(self.server.drain_metrics.remote())
-        for tag, step, value in rows:
+        for tag, step, value in ray.get(self.sink.drain.remote()):
             self.logger.writer.add_scalar(tag, value, step)
         rate = (self.env_steps - self.start_steps) / max(time.monotonic() - self.start_time, 1e-9)
         self.bar.set_postfix(

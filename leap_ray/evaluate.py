@@ -169,7 +169,7 @@ def run_jobs(plan: EvalPlan, address: str | None = None) -> dict[EvalJob, dict]:
 def _dispatch(cfg: Config, steps: int, queue: list[EvalJob], init_refs: dict, bar) -> dict:
     """Every job on a `WorkerPool`; a job whose worker died runs again, up to max_attempts."""
     pool = WorkerPool(
-        lambda: make_worker(cfg, None),
+        lambda: make_worker(cfg, None, None),
         min(cfg.resources.num_workers, len(queue)),
         needs=f"{cfg.resources.cpus_per_worker} CPU",
     )

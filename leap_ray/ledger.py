@@ -29,7 +29,6 @@ class PartialMessage:
     chunk: int  # 0, 1, ... within this attempt
     final: bool  # the chunk that closes the task's path
     payload: dict  # PartialMetaGradient.to_numpy()
-    metrics: tuple = ()  # (tag, env_step, value) rows for TensorBoard
 
 
 @dataclass

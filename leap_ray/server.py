@@ -1,6 +1,7 @@
 """ParameterServer: owns the encoder initialization, its version, the meta-optimizer and the
 ledger. Task workers stream partial meta-gradients to `push`; the driver calls `apply` with the
-task ids of one meta_step (sync: the whole meta-batch; async: every `async_k` finished tasks).
+task ids of one meta_step (sync: the whole meta-batch; async: every `async_k` finished tasks) and
+writes the statistics it returns (telemetry does not pass through the server: `telemetry.py`).
 Plain class; `driver.make_server` makes it a Ray actor."""
 
 from __future__ import annotations
@@ -27,7 +28,6 @@ class ParameterServer:
         self.ledger = Ledger(self.cfg.meta.max_partial_norm)
         self.meta_step = 0
         self.driver_state: dict = {}
-        self.metrics: list[tuple[str, int, float]] = []
         self.merge_seconds: list[float] = []
         if checkpoint is not None:
             self.meta_init.load_state_dict(checkpoint["meta_init"])
@@ -56,11 +56,6 @@ class ParameterServer:
         start = time.perf_counter()
         accepted, reason = self.ledger.push(msg)
         self.merge_seconds.append(time.perf_counter() - start)
-        self.metrics.extend(msg.metrics)
-        if not accepted and reason.startswith("partial meta-gradient"):
-            self.metrics.append(
-                ("meta/rejected_partials", self.meta_step, float(self.ledger.rejected_chunks))
-            )
         return accepted, reason
 
     def apply(self, task_ids: list[int], driver_state: dict) -> dict[str, float]:
@@ -88,11 +83,11 @@ class ParameterServer:
                     sum(e.status == "applied" for e in self.ledger.entries.values())
                 ),
                 "meta/merge_ms": 1e3 * sum(merges) / len(merges),
+                "meta/rejected_partials": float(self.ledger.rejected_chunks),
                 "meta/apply_ms": 1e3 * (time.perf_counter() - start),
             }
         )
         self.merge_seconds = []
-        self.metrics.extend((tag, self.meta_step, value) for tag, value in stats.items())
         every = self.cfg.logging.checkpoint_every
         if self.meta_step % every == 0 or self.meta_step >= self.cfg.meta.meta_steps:
             self.save()
@@ -109,7 +104,3 @@ class ParameterServer:
             "driver": dict(self.driver_state),
         }
         return str(save_checkpoint(self.run_dir, state, self.cfg.logging.keep_checkpoints))
-
-    def drain_metrics(self) -> list[tuple[str, int, float]]:
-        rows, self.metrics = self.metrics, []
-        return rows

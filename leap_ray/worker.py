@@ -1,5 +1,6 @@
 """TaskWorker: runs one A2C learning process at a time from the initialization it is handed, and
-streams the task's partial meta-gradients (with its TensorBoard rows) to the parameter server.
+streams the task's partial meta-gradients to the parameter server and its TensorBoard rows to
+the telemetry sink.
 Plain class; `driver.make_worker` makes it a Ray actor. Reused across tasks."""
 
 from __future__ import annotations
@@ -40,9 +41,10 @@ class TaskReport:
 
 
 class TaskWorker:
-    def __init__(self, cfg: Config, server) -> None:
+    def __init__(self, cfg: Config, server, sink) -> None:
         self.cfg = cfg
         self.server = server
+        self.sink = sink  # telemetry.TelemetrySink
 
     def ready(self) -> dict:
         """Where this worker runs (the driver uses it to know the actor has started)."""
@@ -78,24 +80,28 @@ class TaskWorker:
         started_at = time.time()
         prefix = f"task/{spec.task_id:05d}-{spec.game}/"
         rows: list[tuple[str, int, float]] = []
-        acks: list = []
+        acks: list = []  # the server's answers to this task's chunks
+        sent: list = []  # the sink's receipts of its telemetry
 
         def on_log(env_step: int, values: dict[str, float]) -> None:
             rows.extend((prefix + tag, env_step, value) for tag, value in values.items())
 
+        def send_rows() -> None:
+            if rows:
+                sent.append(self.sink.write.remote(list(rows)))
+                rows.clear()
+
         def on_partial(partial) -> None:
+            final = partial.num_tasks == 1
             message = PartialMessage(
-                spec.task_id,
-                spec.attempt,
-                len(acks),
-                partial.num_tasks == 1,
-                partial.to_numpy(),
-                tuple(rows),
+                spec.task_id, spec.attempt, len(acks), final, partial.to_numpy()
             )
-            rows.clear()
             acks.append(self.server.push.remote(message))
+            send_rows()
 
         summary = run_meta_task(self.cfg, spec, init, on_partial, on_log)
+        send_rows()
+        ray.get(sent)  # the task's rows reach the sink before its report
         answers = ray.get(acks)  # every chunk is merged before the task reports done
         rejected = next((reason for ok, reason in answers if not ok), "")
         return TaskReport(

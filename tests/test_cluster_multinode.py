@@ -29,6 +29,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from tests.events import scalar_counts
 from tests.processes import descendants, end_tree, group_alive, processes
 
 REPO = Path(__file__).resolve().parent.parent
@@ -300,6 +301,9 @@ def test_smoke_job_on_a_two_node_cluster_with_token_auth(tmp_path):
         assert len({(r["node_id"], r["pid"]) for r in rows}) == 2, rows  # one worker per node
         assert sorted(run_dir.glob("checkpoints/checkpoint-*.pt")), list(run_dir.rglob("*"))
         assert sorted(run_dir.glob("events.out.tfevents.*")), list(run_dir.rglob("*"))
+        tags = {tag for tag, _ in scalar_counts(run_dir)}
+        for row in (r for r in rows if r["node_id"] == second_id):  # telemetry crossed nodes
+            assert f"task/{row['task_id']:05d}-{row['game']}/losses/total" in tags, row
         assert json.loads((run_dir / "meta.json").read_text())["success"] is True
     finally:
         started = {pid for proc in nodes for pid in descendants(proc.pid)}

@@ -1,5 +1,6 @@
 """The distributed system on a real local Ray with real ALE ROMs and tiny tasks."""
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,7 @@ from leap_ray.driver import train
 from leap_ray.envs import task_pool
 from leap_ray.meta import PartialMetaGradient
 from leap_ray.tasks import initial_encoder, sample_games, task_seed
+from tests.events import scalar_counts
 
 pytestmark = pytest.mark.usefixtures("ray_session")
 
@@ -112,3 +114,28 @@ def test_resume_is_bit_identical_and_finishes(smoke_config, tmp_path):
     for name, tensor in final_init(full).items():
         assert torch.equal(final_init(resumed)[name], tensor), f"{name} differs after resume"
     assert np.isfinite(sum(float(t.sum()) for t in final_init(resumed).values()))
+
+
+def test_each_scalar_is_written_once(smoke_config):
+    """Telemetry's own path: every (tag, step) of the run's event files once, and each task's
+    episode rows exactly as many as the episodes its report counts."""
+    cfg = smoke_config(
+        "logging.run_name=once",
+        "env.suite=gym",
+        "env.games=[CartPole-v1]",
+        "env.held_out=[]",
+        "a2c.encoder=mlp",
+        "a2c.steps_per_task=2000",
+    )
+    run_dir = train(cfg)
+    counts = scalar_counts(run_dir)
+    repeated = {key: n for key, n in counts.items() if n > 1 and "/charts/episode_" not in key[0]}
+    assert not repeated, repeated
+    for step in (1, 2):
+        for tag in ("meta/gradient_norm", "meta/init_change", "meta/rejected_partials"):
+            assert counts[(tag, step)] == 1, (tag, step)
+    rows = [json.loads(line) for line in (run_dir / "tasks.jsonl").read_text().splitlines()]
+    assert len(rows) == 4 and all(row["episodes"] > 0 for row in rows)
+    for row in rows:
+        tag = f"task/{row['task_id']:05d}-{row['game']}/charts/episode_return"
+        assert sum(n for (t, _), n in counts.items() if t == tag) == row["episodes"], tag
