@@ -18,7 +18,7 @@ game) and a `.json` marker when done; finished runs are skipped, so a cut-short 
 
     pip install stable-baselines3==2.9.2   # for this benchmark only; not in requirements.txt
     python -m benchmarks.learning_parity run [--steps 400000] [--seeds 0 1] [--jobs 2]
-    python -m benchmarks.learning_parity paper [--steps 1000000]
+    python -m benchmarks.learning_parity config [--config configs/atari27.yaml --name paper]
     python -m benchmarks.learning_parity report
 """
 
@@ -188,10 +188,10 @@ def run(args: argparse.Namespace) -> None:
     launch(jobs, args.jobs)
 
 
-def paper(args: argparse.Namespace) -> None:
+def config(args: argparse.Namespace) -> None:
     jobs = [
         (
-            f"paper-{args.game}-{seed}",
+            f"{args.name}-{args.game}-{seed}",
             [
                 "--impl",
                 "ours",
@@ -247,9 +247,14 @@ def report(args: argparse.Namespace) -> None:
     import matplotlib.pyplot as plt
 
     lines = [f"machine: {platform.machine()}, {os.cpu_count()} CPUs; bins of {BIN:,} env_steps"]
-    panels = [(g, ("ours", "sb3")) for g in args.games] + [(args.paper_game, ("paper",))]
+    configs = sorted(
+        {p.stem.rsplit("-", 2)[0] for p in OUT.glob(f"*-{args.config_game}-*.json")}
+        - {"ours", "sb3", "random"}
+    )  # the learner configurations run with `config --name NAME`
+    panels = [(g, ("ours", "sb3")) for g in args.games] + [(args.config_game, tuple(configs))]
     fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4))
     for ax, (game, impls) in zip(np.atleast_1d(axes), panels, strict=True):
+        colours = {impl: f"C{i}" for i, impl in enumerate(impls)}
         ranges = {}
         for impl in impls:
             runs = load_runs(f"{impl}-{game}")
@@ -268,12 +273,12 @@ def report(args: argparse.Namespace) -> None:
                     marker="o",
                     ms=3,
                     label=f"{impl} seed {seed}",
-                    color="C0" if impl in ("ours", "paper") else "C1",
-                    alpha=0.5 + 0.2 * seed,
+                    color=colours[impl],
+                    alpha=1.0 - 0.3 * seed,
                 )
             ranges[impl] = [last_quarter(e, steps) for e in runs.values()]
         random = load_runs(f"random-{game}")
-        if "paper" in impls and random:
+        if "sb3" not in impls and random:
             level = float(np.mean(random[0][:, 1]))
             ax.axhline(level, color="grey", ls="--", label=f"random play {level:.1f}")
             lines.append(f"{game:<9} random play: mean {level:.2f} over {len(random[0])} games")
@@ -289,7 +294,7 @@ def report(args: argparse.Namespace) -> None:
                 f"VERDICT {game}: ours {ours_mean:.2f} (mean of seeds) is {verdict} "
                 f"SB3's seed range [{low:.2f}, {max(ranges['sb3']):.2f}]"
             )
-        ax.set_title(game if "paper" not in impls else f"{game}: the paper's learner")
+        ax.set_title(game if "sb3" in impls else f"{game}: learner configurations")
         ax.set_xlabel("env_steps")
         ax.set_ylabel(f"mean game return per {BIN // 1000}k steps")
         ax.legend(fontsize=7)
@@ -310,16 +315,17 @@ def main() -> None:
     p_run.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
     p_run.add_argument("--steps", type=int, default=400_000)
     p_run.add_argument("--jobs", type=int, default=2, help="runs at a time (one per core)")
-    p_paper = sub.add_parser("paper", help="the paper's learner (a config) vs random play")
-    p_paper.add_argument("--game", default="Breakout")
-    p_paper.add_argument("--config", default="configs/atari27.yaml")
-    p_paper.add_argument("--seeds", nargs="+", type=int, default=[0])
-    p_paper.add_argument("--steps", type=int, default=1_000_000)
-    p_paper.add_argument("--jobs", type=int, default=2)
+    p_config = sub.add_parser("config", help="a learner configuration vs random play")
+    p_config.add_argument("--name", default="paper", help="runs are named NAME-GAME-SEED")
+    p_config.add_argument("--config", default="configs/atari27.yaml")
+    p_config.add_argument("--game", default="Breakout")
+    p_config.add_argument("--seeds", nargs="+", type=int, default=[0])
+    p_config.add_argument("--steps", type=int, default=1_000_000)
+    p_config.add_argument("--jobs", type=int, default=2)
     p_report = sub.add_parser("report", help="bins, verdicts and the PNG from finished runs")
     p_report.add_argument("--games", nargs="+", default=list(GAMES))
-    p_report.add_argument("--paper-game", default="Breakout")
-    p_one = sub.add_parser("one", help="one run (used by run and paper)")
+    p_report.add_argument("--config-game", default="Breakout")
+    p_one = sub.add_parser("one", help="one run (used by run and config)")
     p_one.add_argument("--impl", choices=("ours", "sb3", "random"), required=True)
     p_one.add_argument("--game", required=True)
     p_one.add_argument("--seed", type=int, required=True)
@@ -327,7 +333,7 @@ def main() -> None:
     p_one.add_argument("--config", default=None)
     p_one.add_argument("--csv", required=True)
     args = parser.parse_args()
-    {"run": run, "paper": paper, "report": report, "one": one}[args.command](args)
+    {"run": run, "config": config, "report": report, "one": one}[args.command](args)
 
 
 if __name__ == "__main__":

@@ -187,16 +187,26 @@ def test_reward_clipping_applies_to_learning_only():
 
 
 @pytest.mark.parametrize("precision", ["float32", "bfloat16"])
-def test_atari_partials_stream_nonzero_and_finite(precision):
-    learner = make_learner(atari_config("a2c.lr=1e-3", f"a2c.precision={precision}"), "Pong", 3)
-    partials: list[PartialMetaGradient] = []
-    summary = learner.train(20 * 5 * 4, stream_every=4, on_partial=partials.append)
-    assert summary.updates == 20
-    assert len(partials) == 6  # 5 streamed + the closing one
-    total = PartialMetaGradient.sum(partials)
-    assert total.num_tasks == 1 and total.num_segments == 20  # 19 + the closing segment
-    assert total.is_finite() and total.norm() > 0
-    assert set(total.grads) == {name for name, _ in learner.model.encoder.named_parameters()}
+def test_atari_partials_stream_and_sum_to_the_one_shot_meta_gradient(precision):
+    """Streamed every 4 updates on real ALE, the partials must add up to what the same task
+    (same seed, same path) gives when its meta-gradient is taken once at the end."""
+    cfg = atari_config("a2c.lr=1e-3", f"a2c.precision={precision}")
+    totals = {}
+    for stream_every in (4, 0):
+        learner = make_learner(cfg, "Pong", 3)
+        partials: list[PartialMetaGradient] = []
+        summary = learner.train(20 * 5 * 4, stream_every=stream_every, on_partial=partials.append)
+        learner.task.close()
+        assert summary.updates == 20
+        assert len(partials) == (6 if stream_every else 1)  # 5 streamed + the closing one
+        totals[stream_every] = PartialMetaGradient.sum(partials)
+    streamed, one_shot = totals[4], totals[0]
+    assert streamed.num_tasks == 1 and streamed.num_segments == 20  # 19 + the closing segment
+    assert set(streamed.grads) == {n for n, _ in learner.model.encoder.named_parameters()}
+    assert streamed.is_finite() and streamed.norm() > 0
+    for name, grad in one_shot.grads.items():
+        scale = float(grad.abs().max())
+        torch.testing.assert_close(streamed.grads[name], grad, rtol=1e-4, atol=1e-5 * scale)
 
 
 def test_unknown_game_suggests_close_matches():

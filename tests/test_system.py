@@ -3,7 +3,6 @@
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -113,7 +112,6 @@ def test_resume_is_bit_identical_and_finishes(smoke_config, tmp_path):
     ]
     for name, tensor in final_init(full).items():
         assert torch.equal(final_init(resumed)[name], tensor), f"{name} differs after resume"
-    assert np.isfinite(sum(float(t.sum()) for t in final_init(resumed).values()))
 
 
 def test_each_scalar_is_written_once(smoke_config):
