@@ -181,7 +181,7 @@ class A2CLearner:
         }
         return loss, stats
 
-    def step(self, on_partial: Callable[[PartialMetaGradient], None] | None, stream_every: int):
+    def update(self, on_partial: Callable[[PartialMetaGradient], None] | None, stream_every: int):
         """One update: rollout, loss, backward, meta-learner, optimizer."""
         with self.autocast():  # one region per update: autocast casts each weight once
             self.rollout()
@@ -217,7 +217,7 @@ class A2CLearner:
         steps_at_log = steps_at_start = self.env_steps
         updates_at_start = self.updates
         for _ in range(total_updates):
-            stats = self.step(on_partial, stream_every)
+            stats = self.update(on_partial, stream_every)
             episodes = self.task.episodes.drain()
             summary.episodes += episodes
             if on_log is not None and (self.updates % log_every == 0 or episodes):

@@ -72,7 +72,7 @@ def test_a_meta_learned_initialization_replaces_the_random_encoder_exactly():
     for name, p in learner.model.named_parameters():
         if name in heads:  # the per-game heads keep their own fresh initialization
             assert torch.equal(p.detach(), heads[name]), name
-    learner.step(None, 0)  # and the learner trains from it
+    learner.update(None, 0)  # and the learner trains from it
     learner.task.close()
 
 
