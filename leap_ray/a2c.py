@@ -295,7 +295,7 @@ def make_learner(cfg: Config, game: str, seed: int, *, meta: bool = True) -> A2C
             loss_term=m.loss_term,
             stabilizer=m.stabilizer,
             prefix=ENCODER_PREFIX,
-            # `step` replaces .grad every update; only clipping would change it in place
+            # `update` replaces .grad every update; only clipping would change it in place
             borrow_grads=cfg.a2c.max_grad_norm == 0,
         )
     return A2CLearner(cfg.a2c, cfg.env, task, model, meta_learner)
