@@ -137,3 +137,35 @@ def test_each_scalar_is_written_once(smoke_config):
     for row in rows:
         tag = f"task/{row['task_id']:05d}-{row['game']}/charts/episode_return"
         assert sum(n for (t, _), n in counts.items() if t == tag) == row["episodes"], tag
+
+
+def test_async_run_applies_every_k_tasks_within_the_staleness_bound(smoke_config):
+    """meta.mode=async end to end: a meta_step every async_k finished tasks while the other
+    workers keep training; no applied task is older than max_staleness versions."""
+    k, steps, bound = 2, 3, 1
+    cfg = smoke_config(
+        "logging.run_name=async",
+        "meta.mode=async",
+        f"meta.async_k={k}",
+        f"meta.meta_steps={steps}",
+        f"meta.max_staleness={bound}",
+    )
+    checkpoint = load_checkpoint(train(cfg))
+    assert checkpoint["meta_step"] == steps
+    ledger = checkpoint["ledger"]
+    used = [rec for rec in ledger.values() if rec["meta_step"] is not None]
+    assert len(used) == k * steps, ledger  # each meta_step took exactly async_k tasks
+    for meta_step in range(steps):
+        assert sum(rec["meta_step"] == meta_step for rec in used) == k
+    applied = [rec for rec in used if rec["status"] == "applied"]
+    assert applied and checkpoint["meta_init"]["version"] == len(
+        {rec["meta_step"] for rec in applied}
+    )
+    for rec in used:
+        # the version at meta_step m is the number of earlier meta_steps that applied a task
+        version = sum(1 for m in {r["meta_step"] for r in applied} if m < rec["meta_step"])
+        lag = version - rec["init_version"]
+        if rec["status"] == "applied":
+            assert 0 <= lag <= bound, rec
+        else:
+            assert lag > bound and rec["reason"].startswith("stale"), rec
