@@ -130,7 +130,7 @@ def test_interrupt_saves_a_checkpoint_and_exits_cleanly(tmp_path):
     try:
         wait_for(lambda: running_task_workers(proc.pid), 120, "a running task")
         os.kill(proc.pid, signal.SIGINT)
-        assert proc.wait(timeout=60) == 130, log.read_text()[-3000:]
+        assert proc.wait(timeout=120) == 130, log.read_text()[-3000:]
     finally:
         end_tree(proc)
     assert "interrupted: saved" in log.read_text()
