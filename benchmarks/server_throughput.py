@@ -20,7 +20,7 @@ import numpy as np
 import ray
 import torch
 
-from leap_ray.config import load_config
+from leap_ray.config import Config, load_config
 from leap_ray.ledger import PartialMessage
 from leap_ray.meta import PartialMetaGradient
 from leap_ray.models import make_encoder
@@ -37,13 +37,13 @@ def payload(shapes, version=0, final=True) -> dict:
     return PartialMetaGradient(grads, 10, int(final), version).to_numpy()
 
 
-def server_config(tmp: str) -> dict:
+def server_config(tmp: str) -> Config:
     overrides = [
         f"logging.logdir={tmp}",
         "logging.checkpoint_every=1000000",
         "meta.meta_steps=1000000",
     ]
-    return load_config(None, overrides).to_dict()
+    return load_config(None, overrides)
 
 
 def in_process(shapes, repeats: int = 30) -> None:

@@ -9,7 +9,6 @@ of a path is not a meta-gradient). `take` hands the finished tasks to one meta-s
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 from dataclasses import dataclass, field
@@ -128,7 +127,8 @@ class Ledger:
             if entry.status == "finished" and lag > max_staleness:
                 entry.status, entry.reason = "rejected", f"stale by {lag} versions"
             if entry.status == "finished":
-                batch.add(dataclasses.replace(entry.total.result(), init_version=version))
+                entry.total.init_version = version  # applied at this version (async: as it is)
+                batch.absorb(entry.total)
                 staleness.append(lag)
                 entry.status = "applied"
             entry.meta_step, entry.total = meta_step, None

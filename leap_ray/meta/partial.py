@@ -114,6 +114,19 @@ class PartialSum:
         self.num_segments += partial.num_segments
         self.num_tasks += partial.num_tasks
 
+    def absorb(self, other: PartialSum) -> None:
+        """Add another running sum in place, without copying it (`other` is spent)."""
+        if self.init_version is None:
+            self.names, self.init_version, self._total = (
+                other.names,
+                other.init_version,
+                other._total,
+            )
+            self.num_segments, self.num_tasks = other.num_segments, other.num_tasks
+        else:
+            self.add(other.result())
+        other._total = []
+
     def result(self) -> PartialMetaGradient:
         if self.init_version is None:
             raise ValueError("cannot sum zero partial meta-gradients")
