@@ -64,6 +64,7 @@ class LearnerSummary:
     seconds: float = 0.0
     episodes: list[tuple[int, float, int]] = field(default_factory=list)  # (env_step, return, len)
     final_loss: float = float("nan")
+    path: dict[str, float] = field(default_factory=dict)  # PathTracker.measure() at the end
 
     @property
     def env_steps_per_second(self) -> float:
@@ -212,12 +213,13 @@ class A2CLearner:
         summary = LearnerSummary()
         per_update = self.cfg.unroll * self.task.num_envs
         total_updates = max(1, math.ceil(num_env_steps / per_update))
-        path = PathTracker(self.model) if on_log is not None else None
+        path = PathTracker(self.model)
         start = last_log = time.perf_counter()
         steps_at_log = steps_at_start = self.env_steps
         updates_at_start = self.updates
         for _ in range(total_updates):
             stats = self.update(on_partial, stream_every)
+            path.update(self.model, stats["losses/total"])
             episodes = self.task.episodes.drain()
             summary.episodes += episodes
             if on_log is not None and (self.updates % log_every == 0 or episodes):
@@ -226,7 +228,7 @@ class A2CLearner:
                     stats["perf/env_steps_per_second"] = (self.env_steps - steps_at_log) / max(
                         now - last_log, 1e-9
                     )
-                    stats.update(path.measure(self.model))
+                    stats.update(path.measure())
                     last_log, steps_at_log = now, self.env_steps
                 for _, episode_return, length in episodes:
                     on_log(
@@ -238,6 +240,8 @@ class A2CLearner:
                     )
                 on_log(self.env_steps, stats)
         summary.final_loss = self._close_path(on_partial)
+        path.finish(summary.final_loss)
+        summary.path = path.measure()
         summary.env_steps = self.env_steps - steps_at_start  # this call's, closing rollout included
         summary.updates = self.updates - updates_at_start
         summary.seconds = time.perf_counter() - start
@@ -259,23 +263,52 @@ class A2CLearner:
 
 
 class PathTracker:
-    """Cheap path statistics at log time: chord length between logs, distance from theta_0."""
+    """The task's path in (encoder, loss) space, measured at every update: its length
+    sum_i sqrt(|d_theta|^2 + d_l^2) and energy sum_i (|d_theta|^2 + d_l^2), the quantities Leap's
+    two metrics minimize in expectation over tasks, for any meta-learner or none (a diagnostic:
+    does the meta-learned initialization shorten the paths of new tasks?). About three passes
+    over the encoder's parameters per update."""
 
     def __init__(self, model: ActorCritic) -> None:
         self.start = self._encoder(model)
-        self.last = self.start
-        self.chord_length = 0.0
+        self.last = [p.clone() for p in self.start]
+        self.last_loss = 0.0
+        self.pending: float | None = None  # |d_theta|^2 of the segment awaiting l_{i+1}
+        self.length = 0.0
+        self.energy = 0.0
 
     @staticmethod
     def _encoder(model: ActorCritic) -> list[torch.Tensor]:
         return [p.detach().clone() for p in model.encoder.parameters()]
 
-    def measure(self, model: ActorCritic) -> dict[str, float]:
-        now = self._encoder(model)
-        self.chord_length += global_norm(torch._foreach_sub(now, self.last))
-        self.last = now
-        distance = global_norm(torch._foreach_sub(now, self.start))
-        return {"path/chord_length": self.chord_length, "path/distance_from_init": distance}
+    def update(self, model: ActorCritic, loss: float) -> None:
+        """After update i's optimizer step: `model` holds theta_{i+1}, `loss` is l_i. Segment i
+        closes when l_{i+1} arrives (the next update, or `finish`)."""
+        self._close_segment(loss)
+        now = [p.detach() for p in model.encoder.parameters()]
+        self.pending = global_norm(torch._foreach_sub(now, self.last)) ** 2
+        self.last_loss = loss
+        torch._foreach_copy_(self.last, now)
+
+    def finish(self, final_loss: float) -> None:
+        """Closes the last segment with theta_K's loss (NaN: without its loss term)."""
+        self._close_segment(final_loss if math.isfinite(final_loss) else self.last_loss)
+
+    def _close_segment(self, loss: float) -> None:
+        if self.pending is None:
+            return
+        squared = self.pending + (loss - self.last_loss) ** 2
+        self.length += math.sqrt(squared)
+        self.energy += squared
+        self.pending = None
+
+    def measure(self) -> dict[str, float]:
+        distance = global_norm(torch._foreach_sub(self.last, self.start))
+        return {
+            "path/length": self.length,
+            "path/energy": self.energy,
+            "path/distance_from_init": distance,
+        }
 
 
 def make_learner(cfg: Config, game: str, seed: int, *, meta: bool = True) -> A2CLearner:

@@ -26,6 +26,7 @@ from leap_ray.tasks import (
     TaskSpec,
     fresh_run_dir,
     initial_encoder,
+    meta_batch_stats,
     run_name,
     sample_games,
     task_seed,
@@ -215,9 +216,10 @@ class MetaTrainingLoop:
             tasks_running=self.dispatcher.pool.running, env_steps_per_s=f"{rate:.0f}"
         )
 
-    def _apply(self, task_ids: list[int]) -> None:
+    def _apply(self, task_ids: list[int], reports: list[TaskReport]) -> None:
         driver_state = {"next_task_id": self.next_task_id, "env_steps": self.env_steps}
         stats = ray.get(self.server.apply.remote(task_ids, driver_state))
+        stats.update(meta_batch_stats([r for r in reports if r.task_id in task_ids]))
         self.meta_step = int(stats["meta/meta_step"])
         rate = (self.env_steps - self.start_steps) / max(time.monotonic() - self.start_time, 1e-9)
         self.logger.scalars(self.meta_step, {**stats, "perf/env_steps_per_second": rate})
@@ -236,7 +238,7 @@ class MetaTrainingLoop:
             finished: list[TaskReport] = []
             while self.dispatcher.busy:
                 self._collect(finished)
-            self._apply([spec.task_id for spec in specs])
+            self._apply([spec.task_id for spec in specs], finished)
 
     def run_async(self) -> None:
         k = self.cfg.meta.async_k
@@ -250,7 +252,7 @@ class MetaTrainingLoop:
             self._collect(finished)
             while len(finished) >= k and self.meta_step < self.cfg.meta.meta_steps:
                 group, finished = finished[:k], finished[k:]
-                self._apply([r.task_id for r in group])
+                self._apply([r.task_id for r in group], group)
 
     def run(self) -> None:
         (self.run_async if self.cfg.meta.mode == "async" else self.run_sync)()

@@ -95,6 +95,33 @@ def checkpoint_encoder(state: Mapping) -> dict[str, np.ndarray]:
     return {name: t.numpy().copy() for name, t in state["meta_init"]["init"].items()}
 
 
+# -- what a meta-batch of tasks did ------------------------------------------------------------
+def late_return(episodes, env_steps: int) -> float | None:
+    """Mean return of the episodes that ended in the last quarter of a task (None: none did)."""
+    late = [r for step, r, _ in episodes if step > 0.75 * env_steps]
+    return sum(late) / len(late) if late else None
+
+
+def meta_batch_stats(reports) -> dict[str, float]:
+    """Per meta_step: the mean path length, energy and distance travelled of the batch's tasks
+    (what Leap's objective says should shrink) and each game's late return."""
+    if not reports:
+        return {}
+    stats = {
+        f"meta/task_path_{key}": sum(r.path[f"path/{key}"] for r in reports) / len(reports)
+        for key in ("length", "energy", "distance_from_init")
+        if all(f"path/{key}" in r.path for r in reports)
+    }
+    by_game: dict[str, list[float]] = {}
+    for r in reports:
+        value = late_return(r.episodes, r.env_steps)
+        if value is not None:
+            by_game.setdefault(r.game, []).append(value)
+    for game, values in by_game.items():
+        stats[f"meta/task_return/{game}"] = sum(values) / len(values)
+    return stats
+
+
 # -- running a task --------------------------------------------------------------------------
 def run_meta_task(
     cfg: Config,

@@ -31,6 +31,7 @@ class TaskReport:
     seconds: float
     episodes: tuple  # (env_step, return, length) per finished episode
     final_loss: float
+    path: dict  # the task's path length, energy and distance (a2c.PathTracker)
     chunks: int
     rejected: str  # why the server rejected this attempt, or ""
     node_ip: str
@@ -114,6 +115,7 @@ class TaskWorker:
             summary.seconds,
             tuple(summary.episodes),
             summary.final_loss,
+            dict(summary.path),
             len(acks),
             rejected,
             ray.util.get_node_ip_address(),

@@ -51,6 +51,41 @@ def test_cartpole_learns_through_the_same_learner():
     assert last >= 150, f"games ending in the last 10k env_steps average {last:.1f} (random: ~22)"
 
 
+def test_path_tracker_measures_the_task_path_leap_minimizes():
+    """summary.path is sum_i sqrt(|theta_{i+1} - theta_i|^2 + (l_{i+1} - l_i)^2) over the encoder,
+    l_K being theta_K's loss, recomputed here from the recorded parameters and losses."""
+    cfg = load_config(None, ["env.suite=gym", "env.num_envs=4", "a2c.encoder=mlp", "a2c.lr=1e-2"])
+    learner = make_learner(cfg, "CartPole-v1", seed=3)
+    thetas = [[p.detach().clone() for p in learner.model.encoder.parameters()]]
+    losses = []
+    update = learner.update
+
+    def recording_update(*args, **kwargs):
+        stats = update(*args, **kwargs)
+        thetas.append([p.detach().clone() for p in learner.model.encoder.parameters()])
+        losses.append(stats["losses/total"])
+        return stats
+
+    learner.update = recording_update
+    summary = learner.train(400)
+    losses.append(summary.final_loss)
+    assert len(losses) == len(thetas) == 21
+    d_theta_sq = np.array(
+        [
+            sum(float((b - a).pow(2).sum()) for a, b in zip(before, after, strict=True))
+            for before, after in zip(thetas[:-1], thetas[1:], strict=True)
+        ]
+    )
+    squared = d_theta_sq + np.diff(losses) ** 2
+    assert summary.path["path/length"] == pytest.approx(np.sqrt(squared).sum(), rel=1e-5)
+    assert summary.path["path/energy"] == pytest.approx(squared.sum(), rel=1e-5)
+    distance = (
+        sum(float((b - a).pow(2).sum()) for a, b in zip(thetas[0], thetas[-1], strict=True)) ** 0.5
+    )
+    assert summary.path["path/distance_from_init"] == pytest.approx(distance, rel=1e-5)
+    assert summary.path["path/length"] > distance > 0
+
+
 def test_atari_rollout_shapes_and_minimal_action_set():
     cfg = atari_config()  # the paper's observation: one RGB frame
     learner = make_learner(cfg, "MsPacman", seed=1)

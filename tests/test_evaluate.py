@@ -195,3 +195,26 @@ def test_finetune_then_evaluate_writes_all_outputs(tmp_path, gym_yaml, checkpoin
             assert f"eval/{game}/{method}/mean_episode_return" in tags
             assert {f"eval/{game}/{method}/seed{s}/episode_return" for s in (0, 1)} <= tags
     assert json.loads((out / "meta.json").read_text())["success"] is True
+
+
+def test_meta_batch_stats_average_paths_and_late_returns_per_game():
+    from types import SimpleNamespace
+
+    from leap_ray.tasks import meta_batch_stats
+
+    def report(game, length, episodes):
+        path = {"path/length": length, "path/energy": length / 2, "path/distance_from_init": 1.0}
+        return SimpleNamespace(game=game, path=path, episodes=episodes, env_steps=1000)
+
+    stats = meta_batch_stats(
+        [
+            report("Pong", 4.0, [(100, -21.0, 9), (800, -10.0, 9), (1000, -8.0, 9)]),
+            report("Pong", 2.0, [(900, -6.0, 9)]),
+            report("Qbert", 6.0, [(500, 300.0, 9)]),  # no episode ended in its last quarter
+        ]
+    )
+    assert stats["meta/task_path_length"] == pytest.approx(4.0)
+    assert stats["meta/task_path_energy"] == pytest.approx(2.0)
+    assert stats["meta/task_return/Pong"] == pytest.approx((-9.0 + -6.0) / 2)
+    assert "meta/task_return/Qbert" not in stats
+    assert meta_batch_stats([]) == {}

@@ -45,10 +45,13 @@ def test_smoke_two_meta_steps_end_to_end(smoke_config):
         "meta/staleness",
         "meta/merge_ms",
         "perf/env_steps_per_second",
+        "meta/task_path_length",
+        "meta/task_path_energy",
     ):
         assert tag in tags
     assert any(t.startswith("task/00000-") and t.endswith("losses/total") for t in tags)
     assert any(t.endswith("path/distance_from_init") for t in tags)
+    assert any(t.endswith("path/length") for t in tags)
     start = initial_encoder(smoke_config(), task_pool(smoke_config().env))
     change = sum(
         float((final_init(run_dir)[n] - torch.from_numpy(v)).abs().sum()) for n, v in start.items()
