@@ -67,12 +67,22 @@ def _add_evaluate_parsers(sub) -> None:
     _add_set(ev)
     ev.add_argument("--out", help="output directory (default: <run>/eval-<timestamp>)")
     ev.add_argument("--address", help="Ray address; default: RAY_ADDRESS, else a new local Ray")
+    ev.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the stopped evaluation in --out (same arguments): finished runs are kept",
+    )
     ft = sub.add_parser(
         "finetune", help="baseline: one encoder trained on the pool's games in turn (no Ray)"
     )
     _add_config_args(ft, required=True)
     ft.add_argument("--steps-per-game", type=int, required=True, help="env_steps per game")
     ft.add_argument("--out", help="run directory (default: <logdir>/finetune-<timestamp>)")
+    ft.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the stopped run in --out after its last finished game",
+    )
 
 
 def _evaluate(args: argparse.Namespace, command: str) -> int:
@@ -83,8 +93,18 @@ def _evaluate(args: argparse.Namespace, command: str) -> int:
         games = [g.strip() for g in args.games.split(",") if g.strip()]
         if not games:
             raise ConfigError(f"--games: no game named in {args.games!r}")
+    if args.resume and not args.out:
+        raise ConfigError("--resume: name the stopped evaluation's directory with --out")
     plan = make_plan(
-        args.init, args.baseline, games, args.steps, args.seeds, args.config, args.set, args.out
+        args.init,
+        args.baseline,
+        games,
+        args.steps,
+        args.seeds,
+        args.config,
+        args.set,
+        args.out,
+        resume=args.resume,
     )
     evaluate(plan, address=args.address, command=command)
     return 0
@@ -98,6 +118,11 @@ def _finetune(args: argparse.Namespace, cfg, command: str) -> int:
 
     if args.steps_per_game < 1:
         raise ConfigError(f"--steps-per-game: must be >= 1, got {args.steps_per_game}")
+    if args.resume:
+        if not args.out or not Path(args.out).is_dir():
+            raise ConfigError("--resume: name the stopped run's directory with --out")
+        finetune(cfg, args.steps_per_game, Path(args.out), command=command, resume=True)
+        return 0
     out = fresh_run_dir(args.out or Path(cfg.logging.logdir) / run_name(cfg, "finetune-"), "--out")
     finetune(cfg, args.steps_per_game, out, command=command)
     return 0

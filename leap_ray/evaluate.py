@@ -9,9 +9,11 @@ runs in-process. The curve maths lives in `curves.py`; only this driver-side cod
 from __future__ import annotations
 
 import csv
+import json
 import logging
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +23,7 @@ import ray
 from tqdm import tqdm
 
 from leap_ray import curves
-from leap_ray.checkpoint import load_checkpoint
+from leap_ray.checkpoint import init_digest, load_checkpoint
 from leap_ray.config import (
     Config,
     ConfigError,
@@ -81,6 +83,12 @@ def parse_method(spec: str, need_label: bool) -> Method:
     if need_label and not match:
         raise ConfigError(f"--baseline {spec!r}: expected 'random' or NAME:CHECKPOINT")
     state = load_checkpoint(_path(spec))
+    progress = state["driver"].get("finetune", {})
+    if progress.get("games_done", len(progress.get("games", ()))) < len(progress.get("games", ())):
+        raise ConfigError(
+            f"{_path(spec)}: finetuning stopped after {progress['games_done']} of "
+            f"{len(progress['games'])} games; finish it with `finetune --resume`"
+        )
     algorithm = (
         "finetune" if "finetune" in state["driver"] else state["config"]["meta"]["algorithm"]
     )
@@ -122,6 +130,7 @@ def make_plan(
     config_path: str | None = None,
     overrides: tuple[str, ...] = (),
     out: str | None = None,
+    resume: bool = False,
 ) -> EvalPlan:
     if seeds < 1 or (steps is not None and steps < 1):
         raise ConfigError(f"--seeds and --steps must be >= 1, got {seeds} and {steps}")
@@ -140,7 +149,11 @@ def make_plan(
         run = root if root.is_dir() else root.parent
         run = run.parent if run.name == "checkpoints" else run
         out = str(run / f"eval-{time.strftime('%Y%m%d-%H%M%S')}")
-    fresh_run_dir(out, "--out")
+    if resume:
+        if not Path(out).is_dir():
+            raise ConfigError(f"--resume: {out!r} is not the directory of a stopped evaluation")
+    else:
+        fresh_run_dir(out, "--out", "; add --resume to continue it")
     steps = steps or cfg.a2c.steps_per_task
     return EvalPlan(cfg, tuple(methods), resolved, tuple(range(seeds)), steps, Path(out))
 
@@ -151,22 +164,35 @@ def jobs(plan: EvalPlan) -> list[EvalJob]:
     return [EvalJob(m.name, g, s) for g in plan.games for m in plan.methods for s in plan.seeds]
 
 
-def run_jobs(plan: EvalPlan, address: str | None = None) -> dict[EvalJob, dict]:
-    """Every job on task-worker actors; the run needs no parameter server, so none is pinned."""
+def run_jobs(
+    plan: EvalPlan,
+    address: str | None = None,
+    finished: dict[EvalJob, dict] | None = None,
+    on_result: Callable[[EvalJob, dict], None] | None = None,
+) -> dict[EvalJob, dict]:
+    """Every job not `finished` on task-worker actors (the run needs no parameter server, so
+    none is pinned); `on_result` sees each result as it arrives."""
+    results = dict(finished or {})
+    queue = [job for job in jobs(plan) if job not in results]
+    if not queue:
+        return results
     resources = plan.cfg.resources.model_copy(update={"server_resource": ""})
     cfg = plan.cfg.model_copy(update={"resources": resources})
     started_ray = connect(cfg, address)
     try:
         check_resources(cfg)
         init_refs = {m.name: ray.put(m.init) for m in plan.methods if m.init is not None}
-        with tqdm(total=len(jobs(plan)), unit="run", disable=not cfg.logging.progress) as bar:
-            return _dispatch(cfg, plan.steps, jobs(plan), init_refs, bar)
+        with tqdm(total=len(queue), unit="run", disable=not cfg.logging.progress) as bar:
+            results.update(_dispatch(cfg, plan.steps, queue, init_refs, bar, on_result))
+        return results
     finally:
         if started_ray:
             ray.shutdown()
 
 
-def _dispatch(cfg: Config, steps: int, queue: list[EvalJob], init_refs: dict, bar) -> dict:
+def _dispatch(
+    cfg: Config, steps: int, queue: list[EvalJob], init_refs: dict, bar, on_result=None
+) -> dict:
     """Every job on a `WorkerPool`; a job whose worker died runs again, up to max_attempts."""
     pool = WorkerPool(
         lambda: make_worker(cfg, None, None),
@@ -195,7 +221,61 @@ def _dispatch(cfg: Config, steps: int, queue: list[EvalJob], init_refs: dict, ba
                 queue.insert(0, job)
             else:
                 results[job] = outcome.result
+                if on_result is not None:
+                    on_result(job, outcome.result)
                 bar.update(1)
+    return results
+
+
+# -- the record of finished runs: what --resume continues from ---------------------------------
+def plan_record(plan: EvalPlan) -> dict:
+    """What must match for a stopped evaluation to be continued: the same initializations (by
+    content), games, seeds, steps and config."""
+    return {
+        "methods": {
+            m.name: {"source": m.source, "sha256": init_digest(m.init) if m.init else None}
+            for m in plan.methods
+        },
+        "games": list(plan.games),
+        "seeds": list(plan.seeds),
+        "steps": plan.steps,
+        "config": plan.cfg.to_dict(),
+    }
+
+
+def _run_file(plan: EvalPlan, job: EvalJob) -> Path:
+    return plan.out / "runs" / f"{job.method}--{_tag(job.game)}--seed{job.seed}.json"
+
+
+def save_run(plan: EvalPlan, job: EvalJob, result: dict) -> None:
+    path = _run_file(plan, job)
+    path.parent.mkdir(exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps({**result, "episodes": [list(e) for e in result["episodes"]]}))
+    tmp.replace(path)
+
+
+def finished_runs(plan: EvalPlan) -> dict[EvalJob, dict]:
+    """The runs a stopped evaluation finished; refuses one whose plan differs from this one."""
+    record_path = plan.out / "plan.json"
+    record = plan_record(plan)
+    if not record_path.exists():
+        record_path.write_text(json.dumps(record, indent=2))
+        return {}
+    saved = json.loads(record_path.read_text())
+    changed = sorted(key for key in record if saved.get(key) != json.loads(json.dumps(record[key])))
+    if changed:
+        raise ConfigError(
+            f"{plan.out} evaluated another plan (differs in: {', '.join(changed)}); "
+            "resume with the same --init, --baseline, --games, --steps, --seeds and config"
+        )
+    results = {}
+    for job in jobs(plan):
+        path = _run_file(plan, job)
+        if path.exists():
+            result = json.loads(path.read_text())
+            result["episodes"] = tuple(tuple(e) for e in result["episodes"])
+            results[job] = result
     return results
 
 
@@ -262,7 +342,10 @@ def evaluate(plan: EvalPlan, address: str | None = None, command: str = "evaluat
     success = False
     try:
         start = time.monotonic()
-        results = run_jobs(plan, address)
+        finished = finished_runs(plan)
+        if finished:
+            print(f"resuming: {len(finished)} of {len(jobs(plan))} runs finished before")
+        results = run_jobs(plan, address, finished, lambda job, r: save_run(plan, job, r))
         write_outputs(plan, results, logger)
         env_steps = sum(r["env_steps"] for r in results.values())
         seconds = time.monotonic() - start

@@ -6,22 +6,34 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from leap_ray.checkpoint import save_checkpoint
+from leap_ray.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
 from leap_ray.config import Config
 from leap_ray.envs import task_pool
 from leap_ray.logger import RunLogger
-from leap_ray.tasks import encoder_checkpoint, initial_encoder, run_transfer_task, task_seed
+from leap_ray.tasks import (
+    checkpoint_encoder,
+    encoder_checkpoint,
+    initial_encoder,
+    run_transfer_task,
+    task_seed,
+)
 
 
-def finetune(cfg: Config, steps_per_game: int, run_dir: Path, command: str = "finetune") -> Path:
+def finetune(
+    cfg: Config, steps_per_game: int, run_dir: Path, command: str = "finetune", resume: bool = False
+) -> Path:
     """One encoder trained on the pool's games in turn (fresh heads and optimizer per game, the
-    encoder carried over), from the same theta_0 that meta-training starts from."""
+    encoder carried over), from the same theta_0 that meta-training starts from. A checkpoint
+    after every game records how many are done; `resume` continues after the last of them."""
     pool = task_pool(cfg.env)
-    encoder = initial_encoder(cfg, pool)
+    encoder, done = initial_encoder(cfg, pool), 0
+    if resume:
+        encoder, done = resume_point(run_dir, pool, steps_per_game)
     logger = RunLogger(run_dir, cfg, command)
     success = False
     try:
-        for index, game in enumerate(pool):
+        for index in range(done, len(pool)):
+            game = pool[index]
             prefix = f"finetune/{index:02d}-{game.replace('/', '_')}/"
             summary, encoder = run_transfer_task(
                 cfg,
@@ -34,10 +46,29 @@ def finetune(cfg: Config, steps_per_game: int, run_dir: Path, command: str = "fi
             returns = [r for _, r, _ in summary.episodes][-10:]
             mean = sum(returns) / len(returns) if returns else float("nan")
             print(f"finetune {index + 1}/{len(pool)} {game}: last-10 mean return {mean:.1f}")
-        driver = {"finetune": {"games": list(pool), "steps_per_game": steps_per_game}}
-        path = save_checkpoint(run_dir, encoder_checkpoint(cfg, encoder, driver), keep=1)
+            progress = {"games": list(pool), "steps_per_game": steps_per_game}
+            progress["games_done"] = index + 1
+            state = encoder_checkpoint(cfg, encoder, {"finetune": progress})
+            path = save_checkpoint(run_dir, state, keep=1)
+        path = list_checkpoints(run_dir)[-1]
         success = True
     finally:
         logger.close(success)
     print(f"done: finetuned encoder in {path}")
     return path
+
+
+def resume_point(run_dir: Path, pool: tuple[str, ...], steps_per_game: int) -> tuple[dict, int]:
+    """The encoder and number of finished games of a stopped finetuning run, which must have
+    been started with the same games and steps per game."""
+    state = load_checkpoint(run_dir)
+    progress = state["driver"].get("finetune") if isinstance(state["driver"], dict) else None
+    if not isinstance(progress, dict) or "games_done" not in progress:
+        raise ValueError(f"{run_dir}: not a finetuning run that can be resumed")
+    recorded = (progress["games"], progress["steps_per_game"])
+    if recorded != (list(pool), steps_per_game):
+        raise ValueError(
+            f"{run_dir} finetuned games {recorded[0]} for {recorded[1]} env_steps each; "
+            f"resuming asks for {list(pool)} and {steps_per_game}: use the same settings"
+        )
+    return checkpoint_encoder(state), int(progress["games_done"])

@@ -14,6 +14,7 @@ import yaml
 from torch.utils.tensorboard import SummaryWriter
 
 from leap_ray.config import Config
+from leap_ray.tasks import late_return
 
 
 def git_sha() -> str:
@@ -54,13 +55,15 @@ class RunLogger:
             self.writer.add_scalar(prefix + tag, value, step)
 
     def tasks(self, reports) -> None:
-        """One JSON line per finished task (where it ran, how long, its episode returns)."""
+        """One JSON line per finished task (where it ran, how long, its episode returns; the late
+        return: `tasks.late_return`)."""
         if not reports:
             return
         with open(self.run_dir / "tasks.jsonl", "a") as f:
             for report in reports:
                 row = dataclasses.asdict(report)
                 row["episodes"] = len(report.episodes)
+                row["late_return"] = late_return(report.episodes, report.env_steps)
                 row["mean_return"] = (
                     sum(e[1] for e in report.episodes) / len(report.episodes)
                     if report.episodes

@@ -73,7 +73,8 @@ def check_encoder_fits(cfg: Config, games: tuple[str, ...], init: Encoder, what:
 
 def load_encoder(model: ActorCritic, init: Encoder) -> None:
     """Copy an initialization into the model's encoder (its memory layouts kept)."""
-    model.encoder.load_state_dict({name: torch.as_tensor(value) for name, value in init.items()})
+    # a copy: arrays from Ray's object store are read-only, which torch warns about
+    model.encoder.load_state_dict({name: torch.tensor(value) for name, value in init.items()})
 
 
 def encoder_checkpoint(cfg: Config, init: Encoder, driver: dict) -> dict:
