@@ -218,3 +218,72 @@ def test_meta_batch_stats_average_paths_and_late_returns_per_game():
     assert stats["meta/task_return/Pong"] == pytest.approx((-9.0 + -6.0) / 2)
     assert "meta/task_return/Qbert" not in stats
     assert meta_batch_stats([]) == {}
+
+
+class Stop(RuntimeError):
+    """Stands for a stop part way (a killed process): raised after some work was recorded."""
+
+
+@pytest.mark.usefixtures("ray_session")
+def test_finetune_and_evaluate_resume_where_they_stopped(
+    tmp_path, gym_yaml, checkpoints, monkeypatch, capsys
+):
+    import leap_ray.evaluate
+    import leap_ray.finetune
+
+    ft_args = ["finetune", "--config", gym_yaml, "--steps-per-game", "200"]
+    assert main([*ft_args, "--out", str(tmp_path / "whole")]) == 0
+    transfer = leap_ray.finetune.run_transfer_task
+    calls = []
+
+    def stop_at_the_second_game(*args, **kwargs):
+        calls.append(args[1])
+        if len(calls) == 2:
+            raise Stop("stopped")
+        return transfer(*args, **kwargs)
+
+    monkeypatch.setattr(leap_ray.finetune, "run_transfer_task", stop_at_the_second_game)
+    stopped = tmp_path / "stopped"
+    assert main([*ft_args, "--out", str(stopped)]) == 2
+    monkeypatch.setattr(leap_ray.finetune, "run_transfer_task", transfer)
+    assert load_checkpoint(stopped)["driver"]["finetune"]["games_done"] == 1
+    assert main(["evaluate", "--init", str(stopped), "--steps", "100"]) == 2  # unfinished: refused
+    assert "finetuning stopped after 1 of 2 games" in capsys.readouterr().err
+    assert main([*ft_args, "--out", str(stopped), "--resume"]) == 0
+    whole, resumed = load_checkpoint(tmp_path / "whole"), load_checkpoint(stopped)
+    for name, tensor in whole["meta_init"]["init"].items():
+        assert torch.equal(resumed["meta_init"]["init"][name], tensor), name
+    assert main([*ft_args, "--steps-per-game", "300", "--out", str(stopped), "--resume"]) == 2
+    assert "use the same settings" in capsys.readouterr().err
+
+    out = tmp_path / "eval"
+    ev_args = ["evaluate", "--init", checkpoints["gym"], "--baseline", "random"]
+    ev_args += ["--steps", "200", "--seeds", "2", "--out", str(out)]
+    save_run = leap_ray.evaluate.save_run
+    saved = []
+
+    def stop_after_three_runs(plan, job, result):
+        save_run(plan, job, result)
+        saved.append(job)
+        if len(saved) == 3:
+            raise Stop("stopped")
+
+    monkeypatch.setattr(leap_ray.evaluate, "save_run", stop_after_three_runs)
+    assert main(ev_args) == 2
+    monkeypatch.setattr(leap_ray.evaluate, "save_run", save_run)
+    kept = {path.name: path.read_text() for path in (out / "runs").iterdir()}
+    assert len(kept) == 3
+    capsys.readouterr()
+    assert main(ev_args) == 2  # the folder exists: refused without --resume
+    assert "add --resume to continue it" in capsys.readouterr().err
+    assert (
+        main([*ev_args[:-4], "--steps", "300", "--seeds", "2", "--out", str(out), "--resume"]) == 2
+    )
+    assert "differs in: steps" in capsys.readouterr().err
+    assert main([*ev_args, "--resume"]) == 0
+    runs = {path.name: path.read_text() for path in (out / "runs").iterdir()}
+    assert len(runs) == 2 * 2 * 2 and all(runs[name] == text for name, text in kept.items())
+    with open(out / "curves.csv") as f:
+        assert {(r["method"], r["game"], r["seed"]) for r in csv.DictReader(f)} == {
+            (m, g, str(s)) for m in ("leap", "random") for g in FAMILY for s in (0, 1)
+        }
