@@ -40,7 +40,8 @@ def task_rows(run: Path, batch: int) -> list[dict]:
     rows = {}
     for line in (run / "tasks.jsonl").read_text().splitlines():
         row = json.loads(line)
-        rows[row["task_id"]] = row
+        if "failed" not in row:  # a task that failed for good has no path
+            rows[row["task_id"]] = row
     return [
         {
             "meta_step": task_id // batch,

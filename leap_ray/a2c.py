@@ -55,6 +55,10 @@ def a2c_losses(
     return policy_loss, value_loss, entropy
 
 
+class LearnerDiverged(RuntimeError):
+    """The parameters went non-finite. Deterministic for a seed: re-running it cannot help."""
+
+
 @dataclass
 class LearnerSummary:
     """What a finished task reports (plain data)."""
@@ -123,7 +127,16 @@ class A2CLearner:
             with torch.no_grad():
                 logits, _ = self.model.heads(trunk_out)
         with torch.no_grad():
-            return torch.multinomial(F.softmax(logits, dim=-1), 1).squeeze(1).cpu()
+            try:
+                return torch.multinomial(F.softmax(logits, dim=-1), 1).squeeze(1).cpu()
+            except RuntimeError:  # NaN/Inf probabilities: checked only then, at no cost before
+                if bool(torch.isfinite(logits).all()):
+                    raise
+                raise LearnerDiverged(
+                    f"the learner on {self.task.game} diverged: its policy is not finite at "
+                    f"update {self.updates} (env_step {self.env_steps}); lower a2c.lr "
+                    f"(now {self.cfg.lr:g})"
+                ) from None
 
     def _receive(self, g: int, t: int) -> None:
         rows = self.task.rows[g]

@@ -1,9 +1,12 @@
 """Checkpoints: written to a temporary file and renamed (a half-written file is never picked up),
-read with `weights_only=True` (no code from a checkpoint is ever run)."""
+read with `weights_only=True` (no code from a checkpoint is ever run). A file is one header line
+holding the SHA-256 of the torch payload that follows it, checked on load: a flipped byte, a
+truncated copy or a foreign file is a one-line error naming the file, never a silent load."""
 
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import pickle
 import re
@@ -14,6 +17,7 @@ import torch
 
 PATTERN = re.compile(r"^checkpoint-(\d{6})\.pt$")
 REQUIRED = ("meta_init", "meta_step", "ledger", "config", "torch_rng", "driver")
+MAGIC = b"leap-ray checkpoint sha256="  # then 64 hex digits and a newline
 
 
 class CheckpointError(ValueError):
@@ -34,18 +38,38 @@ def checkpoint_dir(run_dir: str | Path) -> Path:
 
 
 def save_checkpoint(run_dir: str | Path, state: dict, keep: int) -> Path:
+    """Write `state` (refused if its initialization is not finite); on any write error (a full
+    disk) the temporary file is removed and the previous checkpoints stay as they were."""
+    check_finite(state["meta_init"]["init"], "refusing to save the initialization")
     folder = checkpoint_dir(run_dir)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"checkpoint-{state['meta_step']:06d}.pt"
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    payload = buffer.getbuffer()
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        torch.save(state, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(MAGIC + hashlib.sha256(payload).hexdigest().encode() + b"\n")
+            f.write(payload)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as error:
+        tmp.unlink(missing_ok=True)
+        raise CheckpointError(
+            f"could not write checkpoint {str(path)!r}: {error.strerror or error}; "
+            "the previous checkpoints are intact"
+        ) from None
     for old in list_checkpoints(run_dir)[:-keep]:
         old.unlink(missing_ok=True)
     return path
+
+
+def check_finite(init: dict, what: str) -> None:
+    for name, value in init.items():
+        if not bool(torch.isfinite(torch.as_tensor(value)).all()):
+            raise CheckpointError(f"{what}: {name} holds NaN or infinite values")
 
 
 def list_checkpoints(run_dir: str | Path) -> list[Path]:
@@ -65,15 +89,29 @@ def load_checkpoint(path: str | Path) -> dict:
         path = found[-1]
     if not path.is_file():
         raise CheckpointError(f"checkpoint {str(path)!r} does not exist")
+    name = repr(str(path))
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        data = path.read_bytes()
+    except OSError as error:
+        raise CheckpointError(f"checkpoint {name} is unreadable: {error.strerror}") from None
+    header, newline, payload = data.partition(b"\n")
+    if not header.startswith(MAGIC) or not newline:
+        raise CheckpointError(f"checkpoint {name} is not a leap-ray checkpoint (no checksum line)")
+    if hashlib.sha256(payload).hexdigest().encode() != header[len(MAGIC) :]:
+        raise CheckpointError(
+            f"checkpoint {name} is corrupt: its SHA-256 differs from the one written with it"
+        )
+    try:
+        state = torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, OSError) as error:
         first_line = (
             str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         )
-        raise CheckpointError(
-            f"checkpoint {str(path)!r} is unreadable: {first_line[:160]}"
-        ) from None
+        raise CheckpointError(f"checkpoint {name} is unreadable: {first_line[:160]}") from None
     if not isinstance(state, dict) or any(key not in state for key in REQUIRED):
-        raise CheckpointError(f"checkpoint {str(path)!r} lacks the fields of a leap-ray checkpoint")
+        raise CheckpointError(f"checkpoint {name} lacks the fields of a leap-ray checkpoint")
+    meta_init = state["meta_init"]
+    if not isinstance(meta_init, dict) or not isinstance(meta_init.get("init"), dict):
+        raise CheckpointError(f"checkpoint {name} lacks the fields of a leap-ray checkpoint")
+    check_finite(meta_init["init"], f"checkpoint {name} is unusable")
     return state

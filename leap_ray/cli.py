@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 
 from leap_ray.config import ConfigError, check_logdir, load_config
@@ -156,5 +157,5 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, ValueError, RuntimeError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        return 130
+    except KeyboardInterrupt as stop:  # 128 + the signal, as a shell reports it
+        return 128 + getattr(stop, "signum", signal.SIGINT)

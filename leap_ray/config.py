@@ -56,7 +56,7 @@ def _one_or_many(value: Any) -> Any:
     return (value,) if isinstance(value, str) else value
 
 
-Float = Annotated[float, BeforeValidator(_yaml_float), Field(strict=True)]
+Float = Annotated[float, BeforeValidator(_yaml_float), Field(strict=True, allow_inf_nan=False)]
 PositiveFloat = Annotated[Float, Field(gt=0)]
 NonNegativeFloat = Annotated[Float, Field(ge=0)]
 UnitFloat = Annotated[Float, Field(ge=0, le=1)]

@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import signal
 import time
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from tqdm import tqdm
 
+from leap_ray.a2c import LearnerDiverged
 from leap_ray.checkpoint import load_checkpoint
 from leap_ray.config import Config, ConfigError, check_worker_devices
 from leap_ray.envs import task_pool
@@ -114,7 +116,9 @@ class Dispatcher:
             cfg.resources.num_workers,
             needs=f"{cfg.resources.cpus_per_worker} CPU",
         )
+        self.server = server
         self.queue: list[TaskSpec] = []
+        self.failed: list[tuple[TaskSpec, str]] = []  # deterministic failures, not re-run
         self.version, self.init_ref = -1, None
 
     def set_init(self, version: int, init_ref) -> None:
@@ -144,6 +148,13 @@ class Dispatcher:
             if outcome.lost:
                 log.warning("worker of task %d (%s) died; re-running it", spec.task_id, spec.game)
                 self._retry(spec, "its worker died")
+            elif isinstance(getattr(outcome.error, "cause", outcome.error), LearnerDiverged):
+                reason = str(getattr(outcome.error, "cause", outcome.error))
+                log.warning(
+                    "task %d: %s; not re-run (the same seed diverges again)", spec.task_id, reason
+                )
+                ray.get(self.server.fail.remote(spec.task_id, spec.attempt, reason))
+                self.failed.append((spec, reason))
             elif outcome.error is not None:
                 self._retry(spec, str(outcome.error).splitlines()[0])
             else:
@@ -209,6 +220,8 @@ class MetaTrainingLoop:
                 )
         finished.extend(reports)
         self.logger.tasks(reports)
+        self.logger.failed_tasks(self.dispatcher.failed)
+        self.dispatcher.failed = []
         for tag, step, value in ray.get(self.sink.drain.remote()):
             self.logger.writer.add_scalar(tag, value, step)
         rate = (self.env_steps - self.start_steps) / max(time.monotonic() - self.start_time, 1e-9)
@@ -277,11 +290,29 @@ def prepare(cfg: Config, resume: str | None) -> tuple[Path, tuple, dict, dict | 
     return run_dir, pool, init, checkpoint
 
 
+class Stopped(KeyboardInterrupt):
+    """SIGINT or SIGTERM (Ctrl-C, `ray job stop`, an autoscaler): the run checkpoints and ends
+    with exit status 128 + signal."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _stop(signum: int, frame) -> None:
+    for sig in (signal.SIGINT, signal.SIGTERM):  # a second signal must not cut the checkpoint
+        signal.signal(sig, signal.SIG_IGN)
+    raise Stopped(signum)
+
+
 def train(cfg: Config, resume: str | None = None, address: str | None = None) -> Path:
     run_dir, pool, init, checkpoint = prepare(cfg, resume)
     started_ray = connect(cfg, address)
     logger = None
     success = False
+    # installed here, not inherited: a driver started in the background by a script inherits
+    # SIGINT ignored, and Python's default SIGTERM ends the process without a checkpoint
+    previous = {sig: signal.signal(sig, _stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         check_resources(cfg)
         server = make_server(cfg, init, run_dir, checkpoint)
@@ -289,10 +320,20 @@ def train(cfg: Config, resume: str | None = None, address: str | None = None) ->
         loop = MetaTrainingLoop(cfg, server, pool, logger)
         try:
             loop.run()
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as stop:  # the meta_step in progress is abandoned: its tasks
+            name = stop.args[0] if isinstance(stop, Stopped) else "SIGINT"  # run again on resume
             path = ray.get(server.save.remote())
-            print(f"\ninterrupted: saved {path}; continue with --resume {run_dir}")
+            print(
+                f"\nstopped by {name} at meta_step {loop.meta_step}: saved {path}\n"
+                f"continue with: python -m leap_ray train --resume {run_dir}",
+                flush=True,
+            )
             raise
+        if ray.get(server.state.remote())["version"] == 0:
+            raise RuntimeError(
+                f"no meta-update was applied in {loop.meta_step} meta_steps: every task was "
+                f"rejected or failed (see {run_dir / 'tasks.jsonl'})"
+            )
         success = True
         print(f"done: {loop.meta_step} meta_steps, {loop.env_steps} env_steps; run in {run_dir}")
     finally:
@@ -300,4 +341,6 @@ def train(cfg: Config, resume: str | None = None, address: str | None = None) ->
             logger.close(success)
         if started_ray:
             ray.shutdown()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     return run_dir

@@ -89,11 +89,10 @@ def parse_method(spec: str, need_label: bool) -> Method:
             f"{_path(spec)}: finetuning stopped after {progress['games_done']} of "
             f"{len(progress['games'])} games; finish it with `finetune --resume`"
         )
-    algorithm = (
-        "finetune" if "finetune" in state["driver"] else state["config"]["meta"]["algorithm"]
-    )
+    init = checkpoint_encoder(state, _path(spec))
+    meta = state["config"].get("meta", {}) if isinstance(state["config"], dict) else {}
+    algorithm = "finetune" if "finetune" in state["driver"] else meta.get("algorithm", "leap")
     label = match[1] if match else algorithm
-    init = checkpoint_encoder(state)
     return Method(label, _path(spec), init)
 
 

@@ -71,4 +71,4 @@ def resume_point(run_dir: Path, pool: tuple[str, ...], steps_per_game: int) -> t
             f"{run_dir} finetuned games {recorded[0]} for {recorded[1]} env_steps each; "
             f"resuming asks for {list(pool)} and {steps_per_game}: use the same settings"
         )
-    return checkpoint_encoder(state), int(progress["games_done"])
+    return checkpoint_encoder(state, str(run_dir)), int(progress["games_done"])

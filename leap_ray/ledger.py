@@ -107,6 +107,14 @@ class Ledger:
             return f"partial meta-gradient norm {norm:.3g} exceeds meta.max_partial_norm"
         return ""
 
+    def fail(self, task_id: int, attempt: int, reason: str) -> None:
+        """The attempt ended without a path (its learner diverged): rejected, counted done."""
+        entry = self.entries.get(task_id)
+        if entry is None or attempt > entry.attempt:
+            entry = self.entries[task_id] = TaskEntry(task_id, attempt)
+        if entry.attempt == attempt and entry.status != "applied":
+            entry.status, entry.reason, entry.total = "rejected", reason, None
+
     def done(self, task_id: int) -> bool:
         entry = self.entries.get(task_id)
         return entry is not None and entry.status in ("finished", "rejected")

@@ -71,6 +71,15 @@ class RunLogger:
                 )
                 f.write(json.dumps(row) + "\n")
 
+    def failed_tasks(self, failures) -> None:
+        """One JSON line per task that failed for good, (TaskSpec, reason) pairs."""
+        if not failures:
+            return
+        with open(self.run_dir / "tasks.jsonl", "a") as f:
+            for spec, reason in failures:
+                row = {**dataclasses.asdict(spec), "failed": reason}
+                f.write(json.dumps(row) + "\n")
+
     def close(self, success: bool) -> None:
         self.writer.close()
         self.meta.update(end_time=time.time(), success=success)

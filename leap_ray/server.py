@@ -29,6 +29,7 @@ class ParameterServer:
         self.meta_step = 0
         self.driver_state: dict = {}
         self.merge_seconds: list[float] = []
+        self.rejected_updates = 0
         if checkpoint is not None:
             self.meta_init.load_state_dict(checkpoint["meta_init"])
             self.ledger.load_records(checkpoint["ledger"])
@@ -58,6 +59,9 @@ class ParameterServer:
         self.merge_seconds.append(time.perf_counter() - start)
         return accepted, reason
 
+    def fail(self, task_id: int, attempt: int, reason: str) -> None:
+        self.ledger.fail(task_id, attempt, reason)
+
     def apply(self, task_ids: list[int], driver_state: dict) -> dict[str, float]:
         """One meta_step over the given finished tasks; checkpoints when due."""
         start = time.perf_counter()
@@ -68,6 +72,13 @@ class ParameterServer:
         if partial is not None:
             stats.update(self.meta_init.step(partial))
             self._init_ref = None
+            if stats["meta/update_rejected"]:
+                self.rejected_updates += 1
+                log.warning(
+                    "meta_step %d: the meta-update made the initialization non-finite; undone "
+                    "(lower meta.lr)",
+                    self.meta_step,
+                )
         else:
             log.warning(
                 "meta_step %d: no task was accepted; initialization unchanged", self.meta_step
@@ -84,6 +95,7 @@ class ParameterServer:
                 ),
                 "meta/merge_ms": 1e3 * sum(merges) / len(merges),
                 "meta/rejected_partials": float(self.ledger.rejected_chunks),
+                "meta/rejected_updates": float(self.rejected_updates),
                 "meta/apply_ms": 1e3 * (time.perf_counter() - start),
             }
         )

@@ -91,9 +91,18 @@ def encoder_checkpoint(cfg: Config, init: Encoder, driver: dict) -> dict:
     }
 
 
-def checkpoint_encoder(state: Mapping) -> dict[str, np.ndarray]:
-    """The initialization a checkpoint holds, as numpy arrays."""
-    return {name: t.numpy().copy() for name, t in state["meta_init"]["init"].items()}
+def checkpoint_encoder(state: Mapping, source: str = "checkpoint") -> dict[str, np.ndarray]:
+    """The initialization a checkpoint holds, as numpy arrays, once its whole meta-state
+    (initialization and meta-optimizer state) has passed the template checks of
+    `MetaInitialization.load_state_dict`."""
+    meta = state["config"].get("meta", {}) if isinstance(state["config"], Mapping) else {}
+    init = {name: t.numpy().copy() for name, t in state["meta_init"]["init"].items()}
+    try:
+        probe = MetaInitialization(init, meta.get("optimizer", "adam"), meta.get("lr", 0.01))
+        probe.load_state_dict(state["meta_init"])
+    except (ValueError, KeyError, TypeError) as error:
+        raise ConfigError(f"{source}: {error}") from None
+    return init
 
 
 # -- what a meta-batch of tasks did ------------------------------------------------------------

@@ -12,7 +12,12 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 
 
-def start_cli(*args: str, log: Path) -> subprocess.Popen:
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def start_cli(*args: str, log: Path, sigint_ignored: bool = False) -> subprocess.Popen:
+    """`sigint_ignored`: start it as a non-interactive shell starts a background job."""
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     env["PYTHONUNBUFFERED"] = "1"
     return subprocess.Popen(
@@ -22,6 +27,7 @@ def start_cli(*args: str, log: Path) -> subprocess.Popen:
         stdout=open(log, "w"),
         stderr=subprocess.STDOUT,
         start_new_session=True,
+        preexec_fn=_ignore_sigint if sigint_ignored else None,
     )
 
 

@@ -6,6 +6,10 @@ from pathlib import Path
 
 import pytest
 
+from leap_ray.checkpoint import save_checkpoint
+from leap_ray.config import load_config
+from leap_ray.envs import task_pool
+from leap_ray.tasks import encoder_checkpoint, initial_encoder
 from tests.processes import run_cli
 
 DATA = Path(__file__).resolve().parent / "data"
@@ -14,12 +18,22 @@ CHECKPOINTS = {
     "empty_run": "no checkpoint found under",
     "only_temporary": "no checkpoint found under",
     "does_not_exist": "does not exist",
-    "garbage": "is unreadable",
-    "truncated": "is unreadable",
+    "zero_length": "is not a leap-ray checkpoint (no checksum line)",
+    "garbage": "is not a leap-ray checkpoint (no checksum line)",
+    "no_checksum": "is not a leap-ray checkpoint (no checksum line)",
+    "truncated": "is corrupt: its SHA-256 differs",
+    "flipped_byte": "is corrupt: its SHA-256 differs",
     "not_leap_ray": "lacks the fields of a leap-ray checkpoint",
     "runs_code": "is unreadable: Weights only load failed",
-    "wrong_encoder": "checkpoint holds an incompatible encoder",
+    "nan_init": "holds NaN or infinite values",
+    "wrong_encoder": "incompatible encoder",
+    "wrong_optimizer_shape": "meta-optimizer exp_avg of",
+    "infinite_optimizer_state": "meta-optimizer exp_avg_sq of",
+    "other_optimizer": "not written by adam",
 }
+# evaluate checks a checkpoint's meta-state against its own encoder first (this one's
+# hand-written optimizer state is empty); against the config's encoder: tests/test_evaluate.py
+EVALUATE = {**CHECKPOINTS, "wrong_encoder": "meta-optimizer state does not fit"}
 
 
 def tree(path: Path) -> dict[str, int]:
@@ -61,6 +75,24 @@ def test_bad_checkpoint_gives_its_error_and_writes_nothing(name, tmp_path):
     assert_one_line_error(result, CHECKPOINTS[name])
     assert tree(run_dir) == before and not logdir.exists()
     assert not Path("/tmp/leap_ray_checkpoint_pwned").exists()
+
+
+@pytest.mark.parametrize("name", sorted(EVALUATE))
+def test_bad_checkpoint_is_refused_by_evaluate_as_init_and_baseline(name, tmp_path, capsys):
+    """In-process (the CLI's own main): each refusal comes before Ray starts."""
+    from leap_ray.cli import main
+
+    bad = str(DATA / "bad_checkpoints" / name)
+    good = tmp_path / "good"
+    cfg = load_config("configs/smoke.yaml")
+    save_checkpoint(good, encoder_checkpoint(cfg, initial_encoder(cfg, task_pool(cfg.env)), {}), 1)
+    config = ["--config", "configs/smoke.yaml", "--out", str(tmp_path / "eval")]
+    for args in (["--init", bad], ["--init", str(good), "--baseline", f"bad:{bad}"]):
+        capsys.readouterr()
+        assert main(["evaluate", *args, *config]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error: ") and EVALUATE[name] in err and "\n" not in err, err
+    assert not (tmp_path / "eval").exists()
 
 
 def test_train_task_rejects_bad_numbers():

@@ -1,6 +1,7 @@
 """Fault tolerance with real processes: a task worker killed mid-task, the driver killed mid-run,
 a NaN partial; the ledger counts each task exactly once."""
 
+import json
 import os
 import re
 import signal
@@ -16,7 +17,15 @@ from leap_ray.driver import train
 from leap_ray.ledger import PartialMessage
 from leap_ray.meta import PartialMetaGradient
 from leap_ray.server import ParameterServer
-from tests.processes import cmdline, descendants, end_tree, start_cli, wait_for
+from tests.processes import (
+    cmdline,
+    descendants,
+    end_tree,
+    group_alive,
+    run_cli,
+    start_cli,
+    wait_for,
+)
 
 # tasks long enough (150 updates, a few seconds) to be killed in the middle
 LONG_TASKS = ["a2c.steps_per_task=4000", "meta.stream_every=10", "resources.max_attempts=3"]
@@ -124,18 +133,27 @@ def test_driver_killed_then_resumed_is_bit_identical(reference_run, tmp_path):
         assert torch.equal(final["meta_init"]["init"][name], tensor), name
 
 
-def test_interrupt_saves_a_checkpoint_and_exits_cleanly(tmp_path):
+@pytest.mark.parametrize(
+    "sig, sigint_ignored",
+    [(signal.SIGINT, False), (signal.SIGTERM, False), (signal.SIGINT, True)],
+    ids=["ctrl-c", "sigterm", "ctrl-c-to-a-background-job"],
+)
+def test_a_stop_signal_checkpoints_and_says_how_to_resume(tmp_path, sig, sigint_ignored):
     log = tmp_path / "cli.log"
-    proc = start_cli(*smoke_args(tmp_path, "ctrl-c", "meta.meta_steps=50"), log=log)
+    args = smoke_args(tmp_path, "stopped", "meta.meta_steps=50")
+    proc = start_cli(*args, log=log, sigint_ignored=sigint_ignored)
     try:
         wait_for(lambda: running_task_workers(proc.pid), 120, "a running task")
-        os.kill(proc.pid, signal.SIGINT)
-        assert proc.wait(timeout=120) == 130, log.read_text()[-3000:]
+        os.kill(proc.pid, sig)
+        assert proc.wait(timeout=120) == 128 + sig, log.read_text()[-3000:]
+        wait_for(lambda: not group_alive(proc.pid), 30, "the driver's local Ray to end")
     finally:
         end_tree(proc)
-    assert "interrupted: saved" in log.read_text()
-    assert list_checkpoints(tmp_path / "ctrl-c")
-    assert "Traceback" not in log.read_text()
+    text = log.read_text()
+    assert f"stopped by {signal.Signals(sig).name} at meta_step" in text, text[-3000:]
+    assert f"continue with: python -m leap_ray train --resume {tmp_path / 'stopped'}" in text
+    assert list_checkpoints(tmp_path / "stopped")
+    assert "Traceback" not in text
 
 
 def make_server(tmp_path, mode="sync"):
@@ -200,3 +218,55 @@ def test_async_mode_rejects_stale_partials(tmp_path):
     assert server.apply([2], {})["meta/staleness"] == 2.0
     stats = server.apply([3], {})  # now 3 versions old
     assert stats["meta/tasks_rejected"] == 1 and server.meta_init.version == 3
+
+
+def test_a_meta_update_that_makes_the_initialization_non_finite_is_undone(tmp_path):
+    """meta.lr = 1e38 with finite partials: the step overflows; nothing of it is kept."""
+    server, init = make_server(tmp_path)
+    server.meta_init.lr = 1e38
+    for group in server.meta_init.optimizer.param_groups:
+        group["lr"] = 1e38
+    assert server.push(message(0, 10.0))[0]
+    stats = server.apply([0], {})
+    assert stats["meta/update_rejected"] == 1.0 and stats["meta/rejected_updates"] == 1.0
+    assert server.meta_init.version == 0
+    for name, value in server.meta_init.arrays().items():
+        np.testing.assert_array_equal(value, init[name])
+    assert server.push(message(1, 0.5))[0]  # a sane update afterwards goes through
+    server.meta_init.optimizer.param_groups[0]["lr"] = 1.0
+    assert server.apply([1], {})["meta/update_rejected"] == 0.0
+    assert server.meta_init.version == 1
+
+
+def test_a_non_finite_initialization_is_never_saved(tmp_path):
+    from leap_ray.checkpoint import CheckpointError, save_checkpoint
+    from leap_ray.config import config_from_dict
+    from leap_ray.tasks import encoder_checkpoint
+
+    init = {"w": np.array([1.0, float("nan")], dtype=np.float32)}
+    state = encoder_checkpoint(config_from_dict({}), init, {})
+    with pytest.raises(CheckpointError, match="refusing to save the initialization: w holds NaN"):
+        save_checkpoint(tmp_path, state, keep=1)
+    assert not (tmp_path / "checkpoints").exists()
+
+
+def test_a_diverging_learner_is_named_not_retried_and_the_run_fails(tmp_path):
+    result = run_cli(
+        "train",
+        "--config",
+        "configs/smoke.yaml",
+        "--set",
+        "a2c.lr=1e6",
+        "--set",
+        "logging.run_name=diverged",
+        "--logdir",
+        str(tmp_path),
+        timeout=180,
+    )
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "no meta-update was applied in 2 meta_steps" in result.stderr.strip().splitlines()[-1]
+    assert "diverged: its policy is not finite at update" in result.stdout + result.stderr
+    rows = [json.loads(line) for line in (tmp_path / "diverged" / "tasks.jsonl").open()]
+    assert sorted(r["task_id"] for r in rows) == [0, 1, 2, 3]  # each once: no retry
+    assert all(r["attempt"] == 0 and "lower a2c.lr" in r["failed"] for r in rows)
+    assert json.loads((tmp_path / "diverged" / "meta.json").read_text())["success"] is False

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
 
 import numpy as np
@@ -12,6 +13,7 @@ from leap_ray.meta.base import as_float_tensor
 from leap_ray.meta.partial import PartialMetaGradient, global_norm
 
 META_OPTIMIZERS = ("adam", "sgd")
+OPTIMIZER_STATE = {"adam": {"step", "exp_avg", "exp_avg_sq"}, "sgd": {"momentum_buffer"}}
 
 
 class MetaInitialization:
@@ -21,6 +23,7 @@ class MetaInitialization:
         if optimizer not in META_OPTIMIZERS:
             raise ValueError(f"meta optimizer must be one of {META_OPTIMIZERS}, got {optimizer!r}")
         self.params = {name: nn.Parameter(as_float_tensor(value)) for name, value in init.items()}
+        self.optimizer_name, self.lr = optimizer, lr
         opt_class = torch.optim.Adam if optimizer == "adam" else torch.optim.SGD
         self.optimizer = opt_class(list(self.params.values()), lr=lr, fused=True)
         self.version = 0
@@ -32,21 +35,30 @@ class MetaInitialization:
         return {name: p.detach().numpy().copy() for name, p in self.params.items()}
 
     def step(self, partial: PartialMetaGradient) -> dict[str, float]:
-        """Meta-batch mean into .grad, one optimizer step, version + 1."""
+        """Meta-batch mean into .grad, one optimizer step, version + 1. A step that would make
+        the initialization non-finite (a huge meta.lr) is undone: `meta/update_rejected` is 1,
+        the initialization, optimizer state and version stay as they were."""
         mean = partial.mean()
         params = [p.detach() for p in self.params.values()]
         before = [p.clone() for p in params]
+        optimizer_before = copy.deepcopy(self.optimizer.state_dict())
         for name, p in self.params.items():
             p.grad = mean[name]
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
+        norm = partial.norm() / partial.num_tasks
+        if not all(bool(torch.isfinite(p).all()) for p in params):
+            torch._foreach_copy_(params, before)
+            self.optimizer.load_state_dict(optimizer_before)
+            return {
+                "meta/gradient_norm": norm,
+                "meta/init_change": 0.0,
+                "meta/update_rejected": 1.0,
+            }
         self.version += 1
         torch._foreach_sub_(before, params)  # theta_old - theta_new
         change = global_norm(before)
-        return {
-            "meta/gradient_norm": partial.norm() / partial.num_tasks,
-            "meta/init_change": change,
-        }
+        return {"meta/gradient_norm": norm, "meta/init_change": change, "meta/update_rejected": 0.0}
 
     def state_dict(self) -> dict:
         return {
@@ -56,14 +68,58 @@ class MetaInitialization:
         }
 
     def load_state_dict(self, state: Mapping) -> None:
-        init = state["init"]
-        if dict(self.shapes()) != {n: tuple(t.shape) for n, t in init.items()}:
+        """Every tensor of `state` is checked against this template (shape, finiteness, the
+        optimizer's own state keys) before anything is copied; the configured lr is kept, so a
+        resumed run uses the meta.lr it was started with now."""
+        self._check_state(state)
+        with torch.no_grad():
+            for name, p in self.params.items():
+                p.copy_(state["init"][name])
+        self.version = int(state["version"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.lr
+
+    def _check_state(self, state: Mapping) -> None:
+        init = state.get("init")
+        if not isinstance(init, Mapping) or type(state.get("version")) is not int:
+            raise ValueError("checkpoint's meta-state lacks its initialization or version")
+        shapes = self.shapes()
+        if dict(shapes) != {n: tuple(t.shape) for n, t in init.items()}:
             raise ValueError(
                 "checkpoint holds an incompatible encoder: its parameter shapes differ from the "
                 "configured encoder's"
             )
-        with torch.no_grad():
-            for name, p in self.params.items():
-                p.copy_(init[name])
-        self.version = int(state["version"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        opt = state.get("optimizer")
+        groups = opt.get("param_groups") if isinstance(opt, Mapping) else None
+        per_param = opt.get("state") if isinstance(opt, Mapping) else None
+        if (
+            not isinstance(groups, list)
+            or len(groups) != 1
+            or list(groups[0].get("params", ())) != list(range(len(shapes)))
+            or not isinstance(per_param, Mapping)
+        ):
+            raise ValueError("checkpoint's meta-optimizer state does not fit this initialization")
+        params = list(shapes.items())
+        for index, values in per_param.items():
+            if not isinstance(index, int) or not 0 <= index < len(params):
+                raise ValueError(f"checkpoint's meta-optimizer state names parameter {index!r}")
+            name, shape = params[index]
+            unknown = set(values) - OPTIMIZER_STATE[self.optimizer_name]
+            if unknown:
+                raise ValueError(
+                    f"checkpoint's meta-optimizer state for {name} has {sorted(unknown)}: it was "
+                    f"not written by {self.optimizer_name} (meta.optimizer cannot change on resume)"
+                )
+            for key, value in values.items():
+                if value is None:
+                    continue
+                if not isinstance(value, torch.Tensor):
+                    raise ValueError(f"checkpoint's meta-optimizer {key} of {name} is no tensor")
+                if value.dim() > 0 and tuple(value.shape) != shape:
+                    raise ValueError(
+                        f"checkpoint's meta-optimizer {key} of {name} has shape "
+                        f"{tuple(value.shape)}, the parameter {shape}"
+                    )
+                if not bool(torch.isfinite(value).all()):
+                    raise ValueError(f"checkpoint's meta-optimizer {key} of {name} is not finite")
