@@ -7,7 +7,7 @@ import logging
 import signal
 import sys
 
-from leap_ray.config import ConfigError, check_logdir, load_config
+from leap_ray.config import ConfigError, check_logdir, config_from_dict, load_config
 
 
 def _add_set(parser: argparse.ArgumentParser) -> None:
@@ -34,7 +34,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     train = sub.add_parser("train", help="meta-train the encoder initialization on Ray")
     _add_config_args(train, required=True)
-    train.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its checkpoint")
+    train.add_argument(
+        "--resume",
+        metavar="RUN_DIR",
+        help="continue a run from its newest checkpoint, with its recorded config; --config and "
+        "--set may change only meta.meta_steps, meta.lr, a2c.device, a2c.torch_threads, "
+        "env.env_threads, resources.* and logging.*",
+    )
     train.add_argument(
         "--address",
         help="Ray address ('auto' joins a running cluster); "
@@ -139,7 +145,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "evaluate":
             return _evaluate(args, " ".join(argv))
         overrides = list(args.set) + ([f"logging.logdir={args.logdir}"] if args.logdir else [])
-        cfg = load_config(args.config, overrides)
+        if args.command == "train" and args.resume and not args.config:
+            from leap_ray.checkpoint import load_checkpoint  # the run's own settings
+
+            cfg = config_from_dict(load_checkpoint(args.resume)["config"], overrides)
+        else:
+            cfg = load_config(args.config, overrides)
         check_logdir(cfg)
         if args.command == "finetune":
             return _finetune(args, cfg, " ".join(argv))

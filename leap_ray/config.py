@@ -187,6 +187,44 @@ class Config(Section):
         return self.model_dump(mode="json")
 
 
+# What a resumed run may change: how long it goes on, the meta learning rate (applied to the
+# restored meta-optimizer), where and how fast it runs, and its logging. Everything else defines
+# the run's learning processes and must stay as recorded.
+RESUMABLE = (
+    "meta.meta_steps",
+    "meta.lr",
+    "a2c.device",
+    "a2c.torch_threads",
+    "env.env_threads",
+    "resources.",
+    "logging.",
+)
+
+
+def _changes(old: Any, new: Any, prefix: str = "") -> list[tuple[str, Any, Any]]:
+    if isinstance(old, dict) and isinstance(new, dict):
+        return [
+            change
+            for key in sorted(old.keys() | new.keys())
+            for change in _changes(old.get(key), new.get(key), f"{prefix}{key}.")
+        ]
+    return [] if old == new else [(prefix[:-1], old, new)]
+
+
+def check_resumable(recorded: Config, asked: Config) -> None:
+    """Refuse, naming the fields, a resume whose settings change what the run learns."""
+    fixed = [
+        f"{name} (run: {short_repr(old)}, now: {short_repr(new)})"
+        for name, old, new in _changes(recorded.to_dict(), asked.to_dict())
+        if not name.startswith(RESUMABLE)
+    ]
+    if fixed:
+        raise ConfigError(
+            f"--resume: {'; '.join(fixed)} cannot change on resume (may change: "
+            f"{', '.join(f + '*' if f.endswith('.') else f for f in RESUMABLE)})"
+        )
+
+
 def check_worker_devices(cfg: Config) -> None:
     """Ray gives a task worker a GPU only when it asks for one."""
     if cfg.a2c.device.startswith("cuda") and cfg.resources.gpus_per_worker == 0:

@@ -17,14 +17,21 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from tqdm import tqdm
 
 from leap_ray.a2c import LearnerDiverged
-from leap_ray.checkpoint import load_checkpoint
-from leap_ray.config import Config, ConfigError, check_worker_devices
+from leap_ray.checkpoint import list_checkpoints, load_checkpoint
+from leap_ray.config import (
+    Config,
+    ConfigError,
+    check_resumable,
+    check_worker_devices,
+    config_from_dict,
+)
 from leap_ray.envs import task_pool
 from leap_ray.logger import RunLogger
 from leap_ray.meta import MetaInitialization
 from leap_ray.pool import WorkerPool
 from leap_ray.server import ParameterServer
 from leap_ray.tasks import (
+    RunLock,
     TaskSpec,
     fresh_run_dir,
     initial_encoder,
@@ -172,12 +179,14 @@ class Dispatcher:
 
 # -- the loop -----------------------------------------------------------------------------------
 class MetaTrainingLoop:
-    def __init__(self, cfg: Config, server, pool: tuple[str, ...], logger: RunLogger) -> None:
+    def __init__(
+        self, cfg: Config, server, pool: tuple[str, ...], logger: RunLogger, resumed: bool = False
+    ) -> None:
         self.cfg, self.server, self.pool, self.logger = cfg, server, pool, logger
         self.sink = make_sink()
         self.dispatcher = Dispatcher(cfg, server, self.sink)
         state = ray.get(server.state.remote())
-        if state["meta_step"] > 0:
+        if resumed:
             print(
                 f"resumed at meta_step {state['meta_step']} (init version {state['version']}, "
                 f"sha256 {state['init_sha256']})",
@@ -281,8 +290,16 @@ def prepare(cfg: Config, resume: str | None) -> tuple[Path, tuple, dict, dict | 
     if resume:
         checkpoint = load_checkpoint(resume)  # a run directory or one checkpoint file in it
         run_dir = Path(resume).parent.parent if Path(resume).is_file() else Path(resume)
+        newest = list_checkpoints(run_dir)[-1] if list_checkpoints(run_dir) else None
+        if Path(resume).is_file() and newest and newest.resolve() != Path(resume).resolve():
+            raise ConfigError(
+                f"--resume {resume}: the run has a newer checkpoint ({newest.name}) that going on "
+                f"from this one would overwrite; to branch from it, copy it into the "
+                f"checkpoints/ folder of a new run directory and resume that"
+            )
         probe = MetaInitialization(init, cfg.meta.optimizer, cfg.meta.lr)
         probe.load_state_dict(checkpoint["meta_init"])  # raises on an incompatible encoder
+        check_resumable(config_from_dict(checkpoint["config"]), cfg)
     else:
         run_dir = fresh_run_dir(
             Path(cfg.logging.logdir) / run_name(cfg), "logging.run_name", "; use --resume"
@@ -307,6 +324,11 @@ def _stop(signum: int, frame) -> None:
 
 def train(cfg: Config, resume: str | None = None, address: str | None = None) -> Path:
     run_dir, pool, init, checkpoint = prepare(cfg, resume)
+    with RunLock(run_dir):
+        return _train(cfg, resume, address, run_dir, pool, init, checkpoint)
+
+
+def _train(cfg: Config, resume, address, run_dir: Path, pool, init, checkpoint) -> Path:
     started_ray = connect(cfg, address)
     logger = None
     success = False
@@ -316,8 +338,10 @@ def train(cfg: Config, resume: str | None = None, address: str | None = None) ->
     try:
         check_resources(cfg)
         server = make_server(cfg, init, run_dir, checkpoint)
+        if checkpoint is None:  # meta_step 0 on disk: a run stopped before its first meta_step
+            ray.get(server.save.remote())  # resumes like any other
         logger = RunLogger(run_dir, cfg, "train" + (f" --resume {resume}" if resume else ""))
-        loop = MetaTrainingLoop(cfg, server, pool, logger)
+        loop = MetaTrainingLoop(cfg, server, pool, logger, resumed=checkpoint is not None)
         try:
             loop.run()
         except KeyboardInterrupt as stop:  # the meta_step in progress is abandoned: its tasks

@@ -36,7 +36,7 @@ from leap_ray.envs import observation_shape, task_pool
 from leap_ray.games import resolve_game
 from leap_ray.logger import RunLogger
 from leap_ray.pool import WorkerPool
-from leap_ray.tasks import check_encoder_fits, checkpoint_encoder, fresh_run_dir
+from leap_ray.tasks import RunLock, check_encoder_fits, checkpoint_encoder, fresh_run_dir
 
 log = logging.getLogger(__name__)
 RANDOM = "random"  # the paper's "no pretraining": each seed's own freshly drawn encoder
@@ -335,6 +335,11 @@ def summary_text(plan: EvalPlan, x: np.ndarray, by_game: dict) -> str:
 
 
 def evaluate(plan: EvalPlan, address: str | None = None, command: str = "evaluate") -> Path:
+    with RunLock(plan.out):
+        return _evaluate(plan, address, command)
+
+
+def _evaluate(plan: EvalPlan, address: str | None, command: str) -> Path:
     logger = RunLogger(plan.out, plan.cfg, command)
     methods = {m.name: m.source for m in plan.methods}
     logger.meta["evaluation"] = {"methods": methods, "seeds": list(plan.seeds), "steps": plan.steps}

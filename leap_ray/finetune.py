@@ -11,6 +11,7 @@ from leap_ray.config import Config
 from leap_ray.envs import task_pool
 from leap_ray.logger import RunLogger
 from leap_ray.tasks import (
+    RunLock,
     checkpoint_encoder,
     encoder_checkpoint,
     initial_encoder,
@@ -25,6 +26,11 @@ def finetune(
     """One encoder trained on the pool's games in turn (fresh heads and optimizer per game, the
     encoder carried over), from the same theta_0 that meta-training starts from. A checkpoint
     after every game records how many are done; `resume` continues after the last of them."""
+    with RunLock(run_dir):
+        return _finetune(cfg, steps_per_game, run_dir, command, resume)
+
+
+def _finetune(cfg: Config, steps_per_game: int, run_dir: Path, command: str, resume: bool) -> Path:
     pool = task_pool(cfg.env)
     encoder, done = initial_encoder(cfg, pool), 0
     if resume:

@@ -8,6 +8,9 @@ process; a worker only adds Ray around it.
 
 from __future__ import annotations
 
+import json
+import os
+import socket
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -189,3 +192,62 @@ def fresh_run_dir(path: str | Path, what: str, hint: str = "") -> Path:
     if path.exists() and (not path.is_dir() or any(path.iterdir())):
         raise ConfigError(f"{what}: {str(path)!r} exists and is not empty{hint}")
     return path
+
+
+class RunLock:
+    """One process writes a run directory at a time: `lock` holds the writer's pid and host. A
+    second writer is refused with who holds it; a lock whose process is gone (same host) is
+    stale and taken over."""
+
+    def __init__(self, run_dir: str | Path) -> None:
+        self.path = Path(run_dir) / "lock"
+
+    def __enter__(self) -> RunLock:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        me = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}
+        unreadable = 0
+        while True:
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                holder = self._holder()
+                if holder is None:  # removed, or being written: look again; still unreadable
+                    unreadable += 1  # a moment later, its writer died half way: stale
+                    if unreadable > 1:
+                        self.path.unlink(missing_ok=True)
+                    time.sleep(0.1)
+                    continue
+                if holder.get("host") == me["host"] and not _process_alive(holder.get("pid")):
+                    self.path.unlink(missing_ok=True)  # stale: its process is gone
+                    continue
+                since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(holder.get("since", 0)))
+                raise ConfigError(
+                    f"{self.path.parent} is in use by pid {holder.get('pid')} on "
+                    f"{holder.get('host')} since {since}; if that process is gone, remove "
+                    f"{self.path}"
+                ) from None
+            with os.fdopen(fd, "w") as f:
+                json.dump(me, f)
+            return self
+
+    def _holder(self) -> dict | None:
+        try:
+            holder = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return None
+        return holder if isinstance(holder, dict) else None
+
+    def __exit__(self, *exc) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+def _process_alive(pid) -> bool:
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True

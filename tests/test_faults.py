@@ -5,6 +5,7 @@ import json
 import os
 import re
 import signal
+import socket
 import time
 
 import numpy as np
@@ -90,11 +91,20 @@ def test_worker_killed_mid_task_counts_every_task_once(reference_run, tmp_path):
 
 
 @pytest.mark.usefixtures("ray_session")
-def test_driver_killed_then_resumed_is_bit_identical(reference_run, tmp_path):
+@pytest.mark.parametrize(
+    "after", ["checkpoint-000000.pt", "checkpoint-000001.pt"], ids=["before-meta-step-1", "after"]
+)
+def test_driver_killed_then_resumed_is_bit_identical(reference_run, tmp_path, after):
+    """Killed with no warning, before its first meta_step ends (the run's initial checkpoint
+    lets it resume) or after; the resumed run ends exactly where an uninterrupted one does."""
     log = tmp_path / "first.log"
     proc = start_cli(*smoke_args(tmp_path, "crash", "meta.meta_steps=3"), log=log)
     try:
-        wait_for(lambda: list_checkpoints(tmp_path / "crash"), 180, "the first checkpoint")
+        wait_for(
+            lambda: after in [p.name for p in list_checkpoints(tmp_path / "crash")],
+            180,
+            after,
+        )
         below = descendants(proc.pid)
         os.killpg(proc.pid, signal.SIGKILL)  # the driver and its local Ray, with no warning
         proc.wait(timeout=30)
@@ -106,7 +116,7 @@ def test_driver_killed_then_resumed_is_bit_identical(reference_run, tmp_path):
     finally:
         end_tree(proc)
     saved = load_checkpoint(tmp_path / "crash")
-    assert 1 <= saved["meta_step"] < 3
+    assert int(after[11:17]) <= saved["meta_step"] < 3
     log2 = tmp_path / "resume.log"
     proc = start_cli(
         "train",
@@ -270,3 +280,96 @@ def test_a_diverging_learner_is_named_not_retried_and_the_run_fails(tmp_path):
     assert sorted(r["task_id"] for r in rows) == [0, 1, 2, 3]  # each once: no retry
     assert all(r["attempt"] == 0 and "lower a2c.lr" in r["failed"] for r in rows)
     assert json.loads((tmp_path / "diverged" / "meta.json").read_text())["success"] is False
+
+
+# -- resume: what may change, which checkpoint, one writer -----------------------------------
+@pytest.fixture
+def saved_smoke_run(tmp_path):
+    """A smoke run directory holding checkpoints of meta_steps 1 and 2 (hand-made, no Ray)."""
+    from leap_ray.checkpoint import save_checkpoint
+    from leap_ray.tasks import encoder_checkpoint, initial_encoder
+
+    cfg = load_config("configs/smoke.yaml")
+    init = initial_encoder(cfg, ("Pong", "MsPacman"))
+    run_dir = tmp_path / "run"
+    for step in (1, 2):
+        state = encoder_checkpoint(cfg, init, {"next_task_id": 2 * step, "env_steps": 0})
+        state["meta_step"] = step
+        save_checkpoint(run_dir, state, keep=3)
+    return run_dir
+
+
+def test_resume_refuses_settings_that_define_the_run_and_names_them(saved_smoke_run):
+    from leap_ray.config import ConfigError
+    from leap_ray.driver import prepare
+
+    changed = load_config("configs/smoke.yaml", ["a2c.lr=0.5", "env.games=[Pong, Qbert]"])
+    with pytest.raises(ConfigError) as refused:
+        prepare(changed, str(saved_smoke_run))
+    message = str(refused.value)
+    assert "a2c.lr (run: 0.0001, now: 0.5)" in message and "env.games" in message
+    assert "cannot change on resume" in message and "\n" not in message
+    other_optimizer = load_config("configs/smoke.yaml", ["meta.optimizer=sgd"])
+    with pytest.raises(ConfigError, match="meta.optimizer \\(run: 'adam', now: 'sgd'\\)"):
+        prepare(other_optimizer, str(saved_smoke_run))
+    longer = load_config(
+        "configs/smoke.yaml", ["meta.meta_steps=9", "meta.lr=0.5", "logging.log_every=7"]
+    )
+    run_dir, _, _, checkpoint = prepare(longer, str(saved_smoke_run))
+    assert run_dir == saved_smoke_run and checkpoint["meta_step"] == 2
+
+
+def test_resumed_meta_lr_is_applied_to_the_restored_optimizer():
+    from leap_ray.meta import MetaInitialization
+
+    init = {"w": np.ones(3, dtype=np.float32)}
+    first = MetaInitialization(init, "adam", 0.01)
+    first.params["w"].grad = torch.ones(3)
+    first.optimizer.step()
+    resumed = MetaInitialization(init, "adam", 0.5)
+    resumed.load_state_dict(first.state_dict())
+    assert resumed.optimizer.param_groups[0]["lr"] == 0.5
+    assert int(resumed.optimizer.state_dict()["state"][0]["step"]) == 1
+
+
+def test_resume_from_an_older_checkpoint_is_refused_and_nothing_is_touched(saved_smoke_run):
+    from leap_ray.config import ConfigError
+    from leap_ray.driver import prepare
+
+    folder = saved_smoke_run / "checkpoints"
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    older = folder / "checkpoint-000001.pt"
+    with pytest.raises(ConfigError, match="newer checkpoint \\(checkpoint-000002.pt\\)"):
+        prepare(load_config("configs/smoke.yaml"), str(older))
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+    newest = folder / "checkpoint-000002.pt"
+    assert prepare(load_config("configs/smoke.yaml"), str(newest))[3]["meta_step"] == 2
+
+
+def test_a_run_directory_has_one_writer(saved_smoke_run, tmp_path):
+    from leap_ray.config import ConfigError
+    from leap_ray.tasks import RunLock
+
+    with RunLock(saved_smoke_run):
+        with pytest.raises(ConfigError, match=f"is in use by pid {os.getpid()} on"):
+            RunLock(saved_smoke_run).__enter__()
+        with pytest.raises(ConfigError, match="is in use by pid"):
+            train(load_config("configs/smoke.yaml"), resume=str(saved_smoke_run))
+    assert not (saved_smoke_run / "lock").exists()
+    dead = subprocess_pid_that_exited()
+    (saved_smoke_run / "lock").write_text(
+        json.dumps({"pid": dead, "host": socket.gethostname(), "since": 0})
+    )
+    with RunLock(saved_smoke_run):  # stale: its process is gone
+        assert json.loads((saved_smoke_run / "lock").read_text())["pid"] == os.getpid()
+    (saved_smoke_run / "lock").write_text("")  # its writer died half way
+    with RunLock(saved_smoke_run):
+        pass
+
+
+def subprocess_pid_that_exited() -> int:
+    import subprocess
+
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid
