@@ -33,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     train = sub.add_parser("train", help="meta-train the encoder initialization on Ray")
-    _add_config_args(train, required=True)
+    _add_config_args(train, required=False)  # required unless --resume: checked in main
     train.add_argument(
         "--resume",
         metavar="RUN_DIR",
@@ -145,6 +145,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "evaluate":
             return _evaluate(args, " ".join(argv))
         overrides = list(args.set) + ([f"logging.logdir={args.logdir}"] if args.logdir else [])
+        if args.command == "train" and not args.resume and not args.config:
+            raise ConfigError("train: --config is required (e.g. configs/local.yaml)")
         if args.command == "train" and args.resume and not args.config:
             from leap_ray.checkpoint import load_checkpoint  # the run's own settings
 

@@ -123,7 +123,7 @@ class Dispatcher:
             cfg.resources.num_workers,
             needs=f"{cfg.resources.cpus_per_worker} CPU",
         )
-        self.server = server
+        self.server, self.sink = server, sink
         self.queue: list[TaskSpec] = []
         self.failed: list[tuple[TaskSpec, str]] = []  # deterministic failures, not re-run
         self.version, self.init_ref = -1, None
@@ -155,6 +155,8 @@ class Dispatcher:
             if outcome.lost:
                 log.warning("worker of task %d (%s) died; re-running it", spec.task_id, spec.game)
                 self._retry(spec, "its worker died")
+            elif outcome.error is not None and not (_alive(self.server) and _alive(self.sink)):
+                raise RoleLost(outcome.error)  # what the task talks to died: retries cannot help
             elif isinstance(getattr(outcome.error, "cause", outcome.error), LearnerDiverged):
                 reason = str(getattr(outcome.error, "cause", outcome.error))
                 log.warning(
@@ -194,6 +196,9 @@ class MetaTrainingLoop:
             )
         self.meta_step = state["meta_step"]
         self.next_task_id = state["driver"].get("next_task_id", 0)
+        # tasks made but not yet applied: an async resume runs them again (sync re-runs its batch)
+        self.open: dict[int, TaskSpec] = {}
+        self.pending = [TaskSpec(**spec) for spec in state["driver"].get("pending", [])]
         self.env_steps = state["driver"].get("env_steps", 0)
         self.start_time, self.start_steps = time.monotonic(), self.env_steps
         self.bar = tqdm(
@@ -210,7 +215,7 @@ class MetaTrainingLoop:
     def _new_task(self, game: str) -> TaskSpec:
         task_id = self.next_task_id
         self.next_task_id += 1
-        return TaskSpec(
+        spec = TaskSpec(
             task_id,
             0,
             game,
@@ -218,6 +223,8 @@ class MetaTrainingLoop:
             self.cfg.a2c.steps_per_task,
             self.dispatcher.version,
         )
+        self.open[task_id] = spec
+        return spec
 
     def _collect(self, finished: list[TaskReport]) -> None:
         reports = self.dispatcher.wait(timeout=1.0)
@@ -230,6 +237,8 @@ class MetaTrainingLoop:
         finished.extend(reports)
         self.logger.tasks(reports)
         self.logger.failed_tasks(self.dispatcher.failed)
+        for spec, _ in self.dispatcher.failed:
+            self.open.pop(spec.task_id, None)
         self.dispatcher.failed = []
         for tag, step, value in ray.get(self.sink.drain.remote()):
             self.logger.writer.add_scalar(tag, value, step)
@@ -239,7 +248,13 @@ class MetaTrainingLoop:
         )
 
     def _apply(self, task_ids: list[int], reports: list[TaskReport]) -> None:
-        driver_state = {"next_task_id": self.next_task_id, "env_steps": self.env_steps}
+        for task_id in task_ids:
+            self.open.pop(task_id, None)
+        driver_state = {
+            "next_task_id": self.next_task_id,
+            "env_steps": self.env_steps,
+            "pending": [dataclasses.asdict(spec) for _, spec in sorted(self.open.items())],
+        }
         stats = ray.get(self.server.apply.remote(task_ids, driver_state))
         stats.update(meta_batch_stats([r for r in reports if r.task_id in task_ids]))
         self.meta_step = int(stats["meta/meta_step"])
@@ -266,6 +281,9 @@ class MetaTrainingLoop:
         k = self.cfg.meta.async_k
         self._refresh_init()
         finished: list[TaskReport] = []
+        for spec in self.pending:  # made before a stop, not applied: they run again
+            self.open[spec.task_id] = spec
+            self.dispatcher.submit(spec)
         while self.meta_step < self.cfg.meta.meta_steps:
             while self.dispatcher.busy < self.cfg.resources.num_workers:
                 self.dispatcher.submit(
@@ -307,6 +325,22 @@ def prepare(cfg: Config, resume: str | None) -> tuple[Path, tuple, dict, dict | 
     return run_dir, pool, init, checkpoint
 
 
+class RoleLost(Exception):
+    """The parameter server or telemetry sink died under a running task."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def _alive(actor) -> bool:
+    try:
+        ray.get(actor.ping.remote(), timeout=10)
+    except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
+        return False
+    return True
+
+
 class Stopped(KeyboardInterrupt):
     """SIGINT or SIGTERM (Ctrl-C, `ray job stop`, an autoscaler): the run checkpoints and ends
     with exit status 128 + signal."""
@@ -316,7 +350,12 @@ class Stopped(KeyboardInterrupt):
         self.signum = signum
 
 
+_received: list[int] = []  # Ray's blocking calls turn any exception a handler raises into a
+# plain KeyboardInterrupt: which signal it was is kept here
+
+
 def _stop(signum: int, frame) -> None:
+    _received.append(signum)
     for sig in (signal.SIGINT, signal.SIGTERM):  # a second signal must not cut the checkpoint
         signal.signal(sig, signal.SIG_IGN)
     raise Stopped(signum)
@@ -334,6 +373,7 @@ def _train(cfg: Config, resume, address, run_dir: Path, pool, init, checkpoint) 
     success = False
     # installed here, not inherited: a driver started in the background by a script inherits
     # SIGINT ignored, and Python's default SIGTERM ends the process without a checkpoint
+    _received.clear()
     previous = {sig: signal.signal(sig, _stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         check_resources(cfg)
@@ -341,18 +381,32 @@ def _train(cfg: Config, resume, address, run_dir: Path, pool, init, checkpoint) 
         if checkpoint is None:  # meta_step 0 on disk: a run stopped before its first meta_step
             ray.get(server.save.remote())  # resumes like any other
         logger = RunLogger(run_dir, cfg, "train" + (f" --resume {resume}" if resume else ""))
+        if checkpoint is not None:  # tasks the checkpoint does not account for run again
+            ledger = checkpoint["ledger"].items()
+            logger.settle_tasks(
+                {int(t) for t, rec in ledger if rec["status"] in ("applied", "rejected")}
+            )
         loop = MetaTrainingLoop(cfg, server, pool, logger, resumed=checkpoint is not None)
         try:
             loop.run()
-        except KeyboardInterrupt as stop:  # the meta_step in progress is abandoned: its tasks
-            name = stop.args[0] if isinstance(stop, Stopped) else "SIGINT"  # run again on resume
+        except (ray.exceptions.RayActorError, RoleLost) as error:
+            role = "telemetry sink" if _alive(server) else "parameter server"
+            newest = list_checkpoints(run_dir)
+            raise RuntimeError(
+                f"the {role} died (its process or node was lost: {type(error).__name__}) during "
+                f"meta_step {loop.meta_step}; the newest checkpoint is "
+                f"{newest[-1].name if newest else 'none'}; continue with: python -m leap_ray "
+                f"train --resume {run_dir}"
+            ) from None
+        except KeyboardInterrupt:  # the meta_step in progress is abandoned: its tasks run
+            signum = _received[-1] if _received else signal.SIGINT  # again on resume
             path = ray.get(server.save.remote())
             print(
-                f"\nstopped by {name} at meta_step {loop.meta_step}: saved {path}\n"
-                f"continue with: python -m leap_ray train --resume {run_dir}",
+                f"\nstopped by {signal.Signals(signum).name} at meta_step {loop.meta_step}: "
+                f"saved {path}\ncontinue with: python -m leap_ray train --resume {run_dir}",
                 flush=True,
             )
-            raise
+            raise Stopped(signum) from None
         if ray.get(server.state.remote())["version"] == 0:
             raise RuntimeError(
                 f"no meta-update was applied in {loop.meta_step} meta_steps: every task was "

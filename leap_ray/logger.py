@@ -71,6 +71,22 @@ class RunLogger:
                 )
                 f.write(json.dumps(row) + "\n")
 
+    def settle_tasks(self, accounted: set[int]) -> None:
+        """On resume: rows of tasks the checkpoint does not account for (they run again) move
+        to tasks.abandoned.jsonl, so that tasks.jsonl keeps one line per task outcome."""
+        path = self.run_dir / "tasks.jsonl"
+        if not path.exists():
+            return
+        keep, drop = [], []
+        for line in path.read_text().splitlines():
+            (keep if json.loads(line)["task_id"] in accounted else drop).append(line)
+        if drop:
+            with open(self.run_dir / "tasks.abandoned.jsonl", "a") as f:
+                f.write("".join(line + "\n" for line in drop))
+            tmp = path.with_name("tasks.jsonl.tmp")
+            tmp.write_text("".join(line + "\n" for line in keep))
+            tmp.replace(path)
+
     def failed_tasks(self, failures) -> None:
         """One JSON line per task that failed for good, (TaskSpec, reason) pairs."""
         if not failures:

@@ -45,6 +45,9 @@ class ParameterServer:
             self._init_ref = ray.put(self.meta_init.arrays())
         return self.meta_init.version, [self._init_ref]
 
+    def ping(self) -> bool:
+        return True
+
     def state(self) -> dict:
         return {
             "meta_step": self.meta_step,

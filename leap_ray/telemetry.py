@@ -24,6 +24,9 @@ class TelemetrySink:
         self.rows.extend(rows)
         return len(rows)
 
+    def ping(self) -> bool:
+        return True
+
     def drain(self) -> list[Row]:
         rows, self.rows = self.rows, []
         return rows

@@ -59,6 +59,13 @@ class TaskWorker:
     def run_task(self, spec: TaskSpec, init: dict) -> TaskReport:
         try:
             return self._run(spec, init)
+        except ray.exceptions.RayActorError as error:  # the driver reports it, in one line
+            log.warning(
+                "task %d: the server or sink it talks to is gone (%s)",
+                spec.task_id,
+                error.__class__.__name__,
+            )
+            raise
         except Exception:
             log.exception("task %d (%s, attempt %d) failed", spec.task_id, spec.game, spec.attempt)
             raise

@@ -373,3 +373,60 @@ def subprocess_pid_that_exited() -> int:
     proc = subprocess.Popen(["true"])
     proc.wait()
     return proc.pid
+
+
+def _task_ids(run_dir) -> list[int]:
+    return [json.loads(line)["task_id"] for line in (run_dir / "tasks.jsonl").open()]
+
+
+def test_server_death_is_one_line_with_the_resume_command(tmp_path):
+    log = tmp_path / "cli.log"
+    proc = start_cli(*smoke_args(tmp_path, "lost", "meta.meta_steps=3"), log=log)
+    try:
+        wait_for(lambda: running_task_workers(proc.pid), 120, "a running task")
+        server = next(p for p in descendants(proc.pid) if "ParameterServer" in cmdline(p))
+        os.kill(server, signal.SIGKILL)
+        assert proc.wait(timeout=120) == 2, log.read_text()[-3000:]
+    finally:
+        end_tree(proc)
+    text = log.read_text()
+    last = [line for line in text.splitlines() if line.strip()][-1]
+    assert last.startswith("error: the parameter server died"), last
+    assert f"continue with: python -m leap_ray train --resume {tmp_path / 'lost'}" in last
+    assert "Traceback" not in text
+    resumed = run_cli("train", "--resume", str(tmp_path / "lost"), timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    ids = _task_ids(tmp_path / "lost")
+    assert sorted(ids) == list(range(6)), ids  # one line per task outcome, re-runs included
+
+
+def test_async_resume_runs_again_the_tasks_it_had_not_applied(tmp_path):
+    """Stopped (SIGTERM) with tasks made but not applied: the resumed run runs each of them
+    again and applies it once."""
+    args = smoke_args(tmp_path, "async", "meta.mode=async", "meta.async_k=1", "meta.meta_steps=3")
+    log = tmp_path / "cli.log"
+    proc = start_cli(*args, log=log)
+    try:
+        wait_for(
+            lambda: (
+                "checkpoint-000001.pt" in [p.name for p in list_checkpoints(tmp_path / "async")]
+            ),
+            180,
+            "meta_step 1",
+        )
+        os.kill(proc.pid, signal.SIGTERM)
+        assert proc.wait(timeout=120) == 128 + signal.SIGTERM, log.read_text()[-3000:]
+    finally:
+        end_tree(proc)
+    saved = load_checkpoint(tmp_path / "async")
+    pending = [spec["task_id"] for spec in saved["driver"]["pending"]]
+    assert pending, saved["driver"]  # two workers, one task applied per meta_step
+    assert all(saved["ledger"].get(t, {}).get("status") != "applied" for t in pending)
+    resumed = run_cli("train", "--resume", str(tmp_path / "async"), timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    ledger = load_checkpoint(tmp_path / "async")["ledger"]
+    applied = [t for t, rec in ledger.items() if rec["status"] == "applied"]
+    assert len(applied) == 3 and set(pending) <= set(ledger), (pending, ledger)
+    assert all(ledger[t]["status"] == "applied" for t in pending if t in applied), ledger
+    ids = _task_ids(tmp_path / "async")
+    assert len(ids) == len(set(ids)), ids
