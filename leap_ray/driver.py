@@ -17,7 +17,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from tqdm import tqdm
 
 from leap_ray.a2c import LearnerDiverged
-from leap_ray.checkpoint import list_checkpoints, load_checkpoint
+from leap_ray.checkpoint import CheckpointError, list_checkpoints, load_checkpoint
 from leap_ray.config import (
     Config,
     ConfigError,
@@ -389,6 +389,10 @@ def _train(cfg: Config, resume, address, run_dir: Path, pool, init, checkpoint) 
         loop = MetaTrainingLoop(cfg, server, pool, logger, resumed=checkpoint is not None)
         try:
             loop.run()
+        except ray.exceptions.RayTaskError as error:
+            if isinstance(error.cause, CheckpointError):  # e.g. the disk is full: one line
+                raise error.cause from None
+            raise
         except (ray.exceptions.RayActorError, RoleLost) as error:
             role = "telemetry sink" if _alive(server) else "parameter server"
             newest = list_checkpoints(run_dir)

@@ -7,6 +7,7 @@ import re
 import signal
 import socket
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -430,3 +431,44 @@ def test_async_resume_runs_again_the_tasks_it_had_not_applied(tmp_path):
     assert all(ledger[t]["status"] == "applied" for t in pending if t in applied), ledger
     ids = _task_ids(tmp_path / "async")
     assert len(ids) == len(set(ids)), ids
+
+
+FULL_DISK = """
+import resource, sys
+import numpy as np
+from leap_ray.checkpoint import CheckpointError, save_checkpoint
+from leap_ray.config import config_from_dict
+from leap_ray.tasks import encoder_checkpoint
+
+run_dir = sys.argv[1]
+resource.setrlimit(resource.RLIMIT_FSIZE, (400_000, 400_000))  # no file may exceed 400 kB
+small = encoder_checkpoint(config_from_dict({}), {"w": np.ones(1000, np.float32)}, {})
+save_checkpoint(run_dir, small, keep=3)
+big = encoder_checkpoint(config_from_dict({}), {"w": np.ones(200_000, np.float32)}, {})
+big["meta_step"] = 1
+try:
+    save_checkpoint(run_dir, big, keep=3)
+except CheckpointError as error:
+    print(error)
+"""
+
+
+def test_a_full_disk_leaves_the_previous_checkpoint_and_no_litter(tmp_path):
+    """The write fails part way (a file-size limit stands in for a full disk: both are an
+    OSError from write): one error, the previous checkpoint intact, no temporary file."""
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", FULL_DISK, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    message = done.stdout.strip()
+    assert message.startswith("could not write checkpoint") and "checkpoint-000001.pt" in message
+    assert "the previous checkpoints are intact" in message and "\n" not in message
+    assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == ["checkpoint-000000.pt"]
+    assert load_checkpoint(tmp_path)["meta_step"] == 0
