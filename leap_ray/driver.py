@@ -60,7 +60,14 @@ def connect(cfg: Config, address: str | None) -> bool:
     if address:
         ray.init(address=address, log_to_driver=True)
         return False
-    ray.init(include_dashboard=cfg.logging.dashboard, dashboard_host=cfg.logging.dashboard_host)
+    # Ray 2.60 serves its Prometheus metrics on every interface without authentication; a local
+    # run does not collect them. Its gRPC servers listen on all interfaces too (Ray maps
+    # 127.0.0.1 to the node's address) but need the session's token: docs/faults.md, M.
+    ray.init(
+        include_dashboard=cfg.logging.dashboard,
+        dashboard_host=cfg.logging.dashboard_host,
+        _system_config={"enable_metrics_collection": False},
+    )
     return True
 
 

@@ -24,6 +24,7 @@ from tests.processes import (
     descendants,
     end_tree,
     group_alive,
+    listening_sockets,
     run_cli,
     start_cli,
     wait_for,
@@ -472,3 +473,36 @@ def test_a_full_disk_leaves_the_previous_checkpoint_and_no_litter(tmp_path):
     assert "the previous checkpoints are intact" in message and "\n" not in message
     assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == ["checkpoint-000000.pt"]
     assert load_checkpoint(tmp_path)["meta_step"] == 0
+
+
+def test_a_local_run_serves_nothing_without_the_token(tmp_path):
+    """Exposure (docs/faults.md, M): no listening socket of a local run answers a plain HTTP
+    request (Ray's metrics endpoint did, on every interface); the rest are Ray's gRPC servers,
+    which need the session's token."""
+    import http.client
+    import urllib.error
+    import urllib.request
+
+    log = tmp_path / "cli.log"
+    proc = start_cli(*smoke_args(tmp_path, "ports", "meta.meta_steps=50"), log=log)
+    try:
+        wait_for(lambda: running_task_workers(proc.pid), 120, "a running task")
+        sockets = listening_sockets(descendants(proc.pid) | {proc.pid})
+        assert sockets, "found no listening socket of the run"
+        answered = []
+        for address, port, pid in sockets:
+            host = (
+                "127.0.0.1"
+                if address in ("0.0.0.0", "0000:0000:0000:0000:0000:0000:0000:0000")
+                else address
+            )
+            try:
+                with urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=3) as reply:
+                    answered.append((address, port, cmdline(pid)[:40], reply.status))
+            except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError):
+                pass  # refused, 401, or not HTTP at all (gRPC)
+        assert not answered, answered
+    finally:
+        os.kill(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=120)
+        end_tree(proc)
