@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import ray
 import torch
 
 from leap_ray.checkpoint import init_digest, list_checkpoints, load_checkpoint
@@ -19,6 +20,7 @@ from leap_ray.driver import train
 from leap_ray.ledger import PartialMessage
 from leap_ray.meta import PartialMetaGradient
 from leap_ray.server import ParameterServer
+from leap_ray.worker import TaskWorker
 from tests.processes import (
     cmdline,
     descendants,
@@ -506,3 +508,35 @@ def test_a_local_run_serves_nothing_without_the_token(tmp_path):
         os.kill(proc.pid, signal.SIGTERM)
         proc.wait(timeout=120)
         end_tree(proc)
+
+
+class FlakyWorker(TaskWorker):
+    """A task worker whose first attempt at task 1 raises (a transient failure: a lost
+    environment, a full /tmp), as a real worker's task can."""
+
+    def run_task(self, spec, init):
+        if spec.task_id == 1 and spec.attempt == 0:
+            raise OSError("flaky: the environment went away")
+        return super().run_task(spec, init)
+
+
+@pytest.mark.usefixtures("ray_session")
+def test_a_task_that_raises_is_re_run_and_counted_once(smoke_config, monkeypatch):
+    import leap_ray.driver
+
+    def make_flaky_worker(cfg, server, sink):
+        res = cfg.resources
+        actor = ray.remote(num_cpus=res.cpus_per_worker, max_restarts=0)(FlakyWorker)
+        return actor.remote(cfg, server, sink)
+
+    monkeypatch.setattr(leap_ray.driver, "make_worker", make_flaky_worker)
+    run_dir = train(smoke_config("logging.run_name=flaky"))
+    ledger = load_checkpoint(run_dir)["ledger"]
+    assert {t: (rec["attempt"], rec["status"]) for t, rec in ledger.items()} == {
+        0: (0, "applied"),
+        1: (1, "applied"),
+        2: (0, "applied"),
+        3: (0, "applied"),
+    }
+    rows = [json.loads(line) for line in (run_dir / "tasks.jsonl").open()]
+    assert sorted((r["task_id"], r["attempt"]) for r in rows) == [(0, 0), (1, 1), (2, 0), (3, 0)]
