@@ -61,7 +61,7 @@ def run_ours(game: str, seed: int, steps: int, csv_path: Path, config: str | Non
                 handle.flush()
 
         summary = learner.train(steps, on_log=on_log, log_every=10**9)
-    learner.task.close()
+    learner.envs.close()
     return {"env_steps": summary.env_steps, "seconds": summary.seconds}
 
 

@@ -26,7 +26,7 @@ import ray
 import torch
 
 from leap_ray.config import load_config
-from leap_ray.envs import task_pool
+from leap_ray.envs import training_games
 from leap_ray.ledger import PartialMessage
 from leap_ray.meta import PartialMetaGradient
 from leap_ray.server import ParameterServer
@@ -58,7 +58,7 @@ def verdict(samples: list[tuple[int, float]], what: str) -> None:
 
 def soak_worker(config: str, steps: int) -> None:
     cfg = load_config(config, ["a2c.torch_threads=1"])
-    init = initial_encoder(cfg, task_pool(cfg.env))
+    init = initial_encoder(cfg, training_games(cfg.env))
     samples: list[tuple[int, float]] = [(0, rss_mib())]
     partials = [0]
 
@@ -83,7 +83,7 @@ def soak_worker(config: str, steps: int) -> None:
 
 def soak_server(config: str, count: int) -> None:
     cfg = load_config(config, ["logging.checkpoint_every=25", "logging.keep_checkpoints=2"])
-    init = initial_encoder(cfg, task_pool(cfg.env))
+    init = initial_encoder(cfg, training_games(cfg.env))
     shapes = {name: value.shape for name, value in init.items()}
     size = sum(int(np.prod(s)) for s in shapes.values())
     ray.init(num_cpus=2, include_dashboard=False)

@@ -80,7 +80,7 @@ class A2CLearner:
         self,
         cfg: A2CConfig,
         env_cfg: EnvConfig,
-        task: VectorTask,
+        envs: VectorTask,
         model: ActorCritic,
         meta_learner: PathMetaLearner | None = None,
     ) -> None:
@@ -89,7 +89,7 @@ class A2CLearner:
         bfloat16 = cfg.precision == "bfloat16"
         if bfloat16 and cfg.device.startswith("cuda") and not torch.cuda.is_bf16_supported():
             raise RuntimeError("a2c.precision is 'bfloat16' but this GPU does not support it")
-        self.cfg, self.env_cfg, self.task = cfg, env_cfg, task
+        self.cfg, self.env_cfg, self.envs = cfg, env_cfg, envs
         self.device = torch.device(cfg.device)
         self.autocast = functools.partial(
             torch.autocast, self.device.type, dtype=torch.bfloat16, enabled=bfloat16
@@ -97,8 +97,8 @@ class A2CLearner:
         self.model = model.to(self.device)
         self.meta_learner = meta_learner
         self.opt = RMSProp(model.parameters(), lr=cfg.lr, alpha=cfg.rms_alpha, eps=cfg.rms_eps)
-        first = torch.from_numpy(task.reset())
-        steps, envs = cfg.unroll, task.num_envs
+        first = torch.from_numpy(envs.reset())
+        steps, num_envs = cfg.unroll, envs.num_envs
         pin = self.device.type == "cuda"
         if first.dim() == 4:  # frames [N, C, H, W]: stored channels-last, as the convolutions
             n, c, h, w = first.shape  # read them, so acting converts them to float in one pass
@@ -107,11 +107,11 @@ class A2CLearner:
         else:
             self.obs = torch.zeros((steps + 1, *first.shape), dtype=first.dtype, pin_memory=pin)
         self.obs[0].copy_(first)  # [T + 1, N, ...] observations, on the host
-        self.actions = torch.zeros((steps, envs), dtype=torch.long)  # [T, N]
+        self.actions = torch.zeros((steps, num_envs), dtype=torch.long)  # [T, N]
         # [T, N] clipped rewards, plus discount * V(final_obs) where the time limit cut an episode
-        self.rewards = torch.zeros((steps, envs))
-        self.dones = torch.zeros((steps, envs))  # [T, N] episode ended: no bootstrap through it
-        self.bootstrap = torch.zeros(envs, device=self.device)  # [N] V(s_T), set by the rollout
+        self.rewards = torch.zeros((steps, num_envs))
+        self.dones = torch.zeros((steps, num_envs))  # [T, N] episode ended: no bootstrap through it
+        self.bootstrap = torch.zeros(num_envs, device=self.device)  # [N] V(s_T), set by rollout
         self.env_steps = 0
         self.updates = 0
         self._trunk_outs: list[torch.Tensor] = []
@@ -133,14 +133,14 @@ class A2CLearner:
                 if bool(torch.isfinite(logits).all()):
                     raise
                 raise LearnerDiverged(
-                    f"the learner on {self.task.game} diverged: its policy is not finite at "
+                    f"the learner on {self.envs.game} diverged: its policy is not finite at "
                     f"update {self.updates} (env_step {self.env_steps}); lower a2c.lr "
                     f"(now {self.cfg.lr:g})"
                 ) from None
 
     def _receive(self, g: int, t: int) -> None:
-        rows = self.task.rows[g]
-        result = self.task.groups[g].recv()
+        rows = self.envs.rows[g]
+        result = self.envs.groups[g].recv()
         self.obs[t + 1, rows].copy_(torch.from_numpy(result.obs))
         clip = self.env_cfg.reward_clip
         reward = torch.from_numpy(result.reward).clamp(-clip, clip)  # a copy: stats keep r
@@ -153,27 +153,27 @@ class A2CLearner:
         self.rewards[t, rows] = reward
         ended = result.terminated | result.truncated
         self.dones[t, rows] = torch.from_numpy(ended.astype(np.float32))
-        step = self.env_steps + (t + 1) * self.task.num_envs
-        self.task.episodes.record(rows, result.reward, result.game_over, step)
+        step = self.env_steps + (t + 1) * self.envs.num_envs
+        self.envs.episodes.record(rows, result.reward, result.game_over, step)
 
     def rollout(self) -> None:
         """Fill obs[1:], actions, rewards, dones, bootstrap; a group acts while others emulate."""
-        groups = self.task.groups
+        groups = self.envs.groups
         self._trunk_outs = []  # per step and group, in [T, N] order
         for t in range(self.cfg.unroll):
-            for g, rows in enumerate(self.task.rows):
+            for g, rows in enumerate(self.envs.rows):
                 if t > 0:
                     self._receive(g, t - 1)
                 actions = self._act(self.obs[t, rows])
                 self.actions[t, rows] = actions
                 groups[g].send(actions.numpy())
         last = self.cfg.unroll
-        for g, rows in enumerate(self.task.rows):  # V(s_T) of a group while later ones emulate
+        for g, rows in enumerate(self.envs.rows):  # V(s_T) of a group while later ones emulate
             self._receive(g, last - 1)
             with torch.no_grad(), self.autocast():
                 _, values = self.model(self.obs[last, rows].to(self.device, non_blocking=True))
             self.bootstrap[rows] = values
-        self.env_steps += self.cfg.unroll * self.task.num_envs
+        self.env_steps += self.cfg.unroll * self.envs.num_envs
 
     # -- learning --------------------------------------------------------------------------------
     def loss(self) -> tuple[torch.Tensor, dict[str, float]]:
@@ -224,7 +224,7 @@ class A2CLearner:
     ) -> LearnerSummary:
         """Train for `num_env_steps`; closes the meta-learner's path and sends its last partial."""
         summary = LearnerSummary()
-        per_update = self.cfg.unroll * self.task.num_envs
+        per_update = self.cfg.unroll * self.envs.num_envs
         total_updates = max(1, math.ceil(num_env_steps / per_update))
         path = PathTracker(self.model)
         start = last_log = time.perf_counter()
@@ -233,7 +233,7 @@ class A2CLearner:
         for _ in range(total_updates):
             stats = self.update(on_partial, stream_every)
             path.update(self.model, stats["losses/total"])
-            episodes = self.task.episodes.drain()
+            episodes = self.envs.episodes.drain()
             summary.episodes += episodes
             if on_log is not None and (self.updates % log_every == 0 or episodes):
                 now = time.perf_counter()
@@ -267,7 +267,7 @@ class A2CLearner:
         with torch.no_grad(), self.autocast():  # theta_K's loss only: no graph to keep
             self.rollout()
             final_loss, _ = self.loss()
-        self.task.episodes.drain()
+        self.envs.episodes.drain()
         partial = self.meta_learner.finish_task(self.model, final_loss)
         if on_partial is not None:
             on_partial(partial)
@@ -329,8 +329,8 @@ def make_learner(cfg: Config, game: str, seed: int, *, meta: bool = True) -> A2C
     meta-learner over its encoder whose initialization is the model's own until `load`ed."""
     torch.manual_seed(seed)
     torch.set_num_threads(cfg.a2c.torch_threads)
-    task = VectorTask(game, cfg.env, seed)
-    model = ActorCritic(make_encoder(cfg.a2c.encoder, task.obs_shape), task.num_actions)
+    envs = VectorTask(game, cfg.env, seed)
+    model = ActorCritic(make_encoder(cfg.a2c.encoder, envs.obs_shape), envs.num_actions)
     meta_learner = None
     if meta:
         m = cfg.meta
@@ -344,4 +344,4 @@ def make_learner(cfg: Config, game: str, seed: int, *, meta: bool = True) -> A2C
             # `update` replaces .grad every update; only clipping would change it in place
             borrow_grads=cfg.a2c.max_grad_norm == 0,
         )
-    return A2CLearner(cfg.a2c, cfg.env, task, model, meta_learner)
+    return A2CLearner(cfg.a2c, cfg.env, envs, model, meta_learner)

@@ -1,5 +1,5 @@
-"""The meta-training loop: samples meta-batches from the game pool, keeps every task worker busy
-(through `pool.WorkerPool`), re-runs tasks whose worker died, asks the parameter server
+"""The meta-training loop: samples meta-batches from the training games, keeps every task worker
+busy (through `pool.WorkerPool`), re-runs tasks whose worker died, asks the parameter server
 for meta_steps, and owns the TensorBoard writer. The only module that starts Ray and makes actors.
 """
 
@@ -25,7 +25,7 @@ from leap_ray.config import (
     check_worker_devices,
     config_from_dict,
 )
-from leap_ray.envs import task_pool
+from leap_ray.envs import training_games
 from leap_ray.logger import RunLogger
 from leap_ray.meta import MetaInitialization
 from leap_ray.pool import WorkerPool
@@ -125,7 +125,7 @@ class Dispatcher:
 
     def __init__(self, cfg: Config, server, sink) -> None:
         self.cfg = cfg
-        self.pool = WorkerPool(
+        self.workers = WorkerPool(
             lambda: make_worker(cfg, server, sink),
             cfg.resources.num_workers,
             needs=f"{cfg.resources.cpus_per_worker} CPU",
@@ -143,21 +143,21 @@ class Dispatcher:
         self._fill()
 
     def _fill(self) -> None:
-        while self.pool.idle and self.queue:
+        while self.workers.idle and self.queue:
             spec = self.queue.pop(0)
             if spec.init_version != self.version:  # re-runs start from the newest init
                 spec = dataclasses.replace(spec, init_version=self.version)
             init_ref = self.init_ref
-            self.pool.run(spec, lambda worker, s=spec, i=init_ref: worker.run_task.remote(s, i))
+            self.workers.run(spec, lambda worker, s=spec, i=init_ref: worker.run_task.remote(s, i))
 
     @property
     def busy(self) -> int:
-        return self.pool.running + len(self.queue)
+        return self.workers.running + len(self.queue)
 
     def wait(self, timeout: float) -> list[TaskReport]:
         """Reports of tasks finished within `timeout` seconds; failed tasks are queued again."""
         reports = []
-        for outcome in self.pool.wait(timeout):
+        for outcome in self.workers.wait(timeout):
             spec = outcome.job
             if outcome.lost:
                 log.warning("worker of task %d (%s) died; re-running it", spec.task_id, spec.game)
@@ -189,9 +189,9 @@ class Dispatcher:
 # -- the loop -----------------------------------------------------------------------------------
 class MetaTrainingLoop:
     def __init__(
-        self, cfg: Config, server, pool: tuple[str, ...], logger: RunLogger, resumed: bool = False
+        self, cfg: Config, server, games: tuple[str, ...], logger: RunLogger, resumed: bool = False
     ) -> None:
-        self.cfg, self.server, self.pool, self.logger = cfg, server, pool, logger
+        self.cfg, self.server, self.games, self.logger = cfg, server, games, logger
         self.sink = make_sink()
         self.dispatcher = Dispatcher(cfg, server, self.sink)
         state = ray.get(server.state.remote())
@@ -251,7 +251,7 @@ class MetaTrainingLoop:
             self.logger.writer.add_scalar(tag, value, step)
         rate = (self.env_steps - self.start_steps) / max(time.monotonic() - self.start_time, 1e-9)
         self.bar.set_postfix(
-            tasks_running=self.dispatcher.pool.running, env_steps_per_s=f"{rate:.0f}"
+            tasks_running=self.dispatcher.workers.running, env_steps_per_s=f"{rate:.0f}"
         )
 
     def _apply(self, task_ids: list[int], reports: list[TaskReport]) -> None:
@@ -275,7 +275,7 @@ class MetaTrainingLoop:
         while self.meta_step < self.cfg.meta.meta_steps:
             self._refresh_init()
             self.next_task_id = self.meta_step * batch  # a resumed batch re-runs under its ids
-            games = sample_games(self.cfg, self.pool, self.meta_step, batch)
+            games = sample_games(self.cfg, self.games, self.meta_step, batch)
             specs = [self._new_task(game) for game in games]
             for spec in specs:
                 self.dispatcher.submit(spec)
@@ -294,7 +294,7 @@ class MetaTrainingLoop:
         while self.meta_step < self.cfg.meta.meta_steps:
             while self.dispatcher.busy < self.cfg.resources.num_workers:
                 self.dispatcher.submit(
-                    self._new_task(sample_games(self.cfg, self.pool, self.next_task_id, 1)[0])
+                    self._new_task(sample_games(self.cfg, self.games, self.next_task_id, 1)[0])
                 )
             self._collect(finished)
             while len(finished) >= k and self.meta_step < self.cfg.meta.meta_steps:
@@ -309,8 +309,8 @@ class MetaTrainingLoop:
 def prepare(cfg: Config, resume: str | None) -> tuple[Path, tuple, dict, dict | None]:
     """Everything that can fail on bad input, done before Ray starts."""
     check_worker_devices(cfg)
-    pool = task_pool(cfg.env)
-    init = initial_encoder(cfg, pool)
+    games = training_games(cfg.env)
+    init = initial_encoder(cfg, games)
     checkpoint = None
     if resume:
         checkpoint = load_checkpoint(resume)  # a run directory or one checkpoint file in it
@@ -329,7 +329,7 @@ def prepare(cfg: Config, resume: str | None) -> tuple[Path, tuple, dict, dict | 
         run_dir = fresh_run_dir(
             Path(cfg.logging.logdir) / run_name(cfg), "logging.run_name", "; use --resume"
         )
-    return run_dir, pool, init, checkpoint
+    return run_dir, games, init, checkpoint
 
 
 class RoleLost(Exception):
@@ -369,12 +369,12 @@ def _stop(signum: int, frame) -> None:
 
 
 def train(cfg: Config, resume: str | None = None, address: str | None = None) -> Path:
-    run_dir, pool, init, checkpoint = prepare(cfg, resume)
+    run_dir, games, init, checkpoint = prepare(cfg, resume)
     with RunLock(run_dir):
-        return _train(cfg, resume, address, run_dir, pool, init, checkpoint)
+        return _train(cfg, resume, address, run_dir, games, init, checkpoint)
 
 
-def _train(cfg: Config, resume, address, run_dir: Path, pool, init, checkpoint) -> Path:
+def _train(cfg: Config, resume, address, run_dir: Path, games, init, checkpoint) -> Path:
     started_ray = connect(cfg, address)
     logger = None
     success = False
@@ -393,7 +393,7 @@ def _train(cfg: Config, resume, address, run_dir: Path, pool, init, checkpoint) 
             logger.settle_tasks(
                 {int(t) for t, rec in ledger if rec["status"] in ("applied", "rejected")}
             )
-        loop = MetaTrainingLoop(cfg, server, pool, logger, resumed=checkpoint is not None)
+        loop = MetaTrainingLoop(cfg, server, games, logger, resumed=checkpoint is not None)
         try:
             loop.run()
         except ray.exceptions.RayTaskError as error:

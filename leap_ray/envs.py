@@ -233,20 +233,20 @@ def observation_shape(cfg: EnvConfig, game: str) -> tuple[int, ...]:
     return shape
 
 
-def task_pool(cfg: EnvConfig) -> tuple[str, ...]:
+def training_games(cfg: EnvConfig) -> tuple[str, ...]:
     """The meta-training games: `env.games` (checked) or ALE's classic games with few actions."""
     if cfg.suite == "gym":
         if not cfg.games:
             raise ValueError("env.games: the gym suite needs an explicit list of gymnasium ids")
         return cfg.games
     if not cfg.games:
-        pool = meta_training_pool(cfg.max_actions, cfg.held_out)
+        games = meta_training_pool(cfg.max_actions, cfg.held_out)
     else:
-        pool = tuple(resolve_game(g) for g in cfg.games)
+        games = tuple(resolve_game(g) for g in cfg.games)
     held_out = {resolve_game(g) for g in cfg.held_out}
-    leaked = sorted(held_out.intersection(pool))
+    leaked = sorted(held_out.intersection(games))
     if leaked:
         raise ValueError(f"env.games: {', '.join(leaked)} is held out (env.held_out)")
-    if not pool:
+    if not games:
         raise ValueError(f"env.games: no game has at most {cfg.max_actions} actions")
-    return pool
+    return games

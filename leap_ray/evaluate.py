@@ -32,7 +32,7 @@ from leap_ray.config import (
     load_config,
 )
 from leap_ray.driver import check_resources, connect, make_worker
-from leap_ray.envs import observation_shape, task_pool
+from leap_ray.envs import observation_shape, training_games
 from leap_ray.games import resolve_game
 from leap_ray.logger import RunLogger
 from leap_ray.pool import WorkerPool
@@ -193,7 +193,7 @@ def _dispatch(
     cfg: Config, steps: int, queue: list[EvalJob], init_refs: dict, bar, on_result=None
 ) -> dict:
     """Every job on a `WorkerPool`; a job whose worker died runs again, up to max_attempts."""
-    pool = WorkerPool(
+    workers = WorkerPool(
         lambda: make_worker(cfg, None, None),
         min(cfg.resources.num_workers, len(queue)),
         needs=f"{cfg.resources.cpus_per_worker} CPU",
@@ -204,11 +204,11 @@ def _dispatch(
         args = (job.game, job.seed, steps, init_refs.get(job.method), job.method)
         return lambda worker: worker.run_eval.remote(*args)
 
-    while queue or pool.running:
-        while pool.idle and queue:
+    while queue or workers.running:
+        while workers.idle and queue:
             job = queue.pop(0)
-            pool.run(job, call(job))
-        for outcome in pool.wait():
+            workers.run(job, call(job))
+        for outcome in workers.wait():
             job = outcome.job
             if outcome.error is not None:
                 raise outcome.error
@@ -319,9 +319,9 @@ def write_outputs(plan: EvalPlan, results: dict[EvalJob, dict], logger: RunLogge
 
 def summary_text(plan: EvalPlan, x: np.ndarray, by_game: dict) -> str:
     try:
-        pool = set(task_pool(plan.cfg.env))
+        trained_on = set(training_games(plan.cfg.env))
     except ValueError:
-        pool = set()
+        trained_on = set()
     header = [
         "# Transfer evaluation",
         "",
@@ -331,7 +331,7 @@ def summary_text(plan: EvalPlan, x: np.ndarray, by_game: dict) -> str:
         *(f"- `{m.name}`: {m.source}" for m in plan.methods),
     ]
     max_returns = {game: max_return(plan.cfg, game) for game in by_game}
-    return curves.summary_markdown(header, x, by_game, max_returns, pool)
+    return curves.summary_markdown(header, x, by_game, max_returns, trained_on)
 
 
 def evaluate(plan: EvalPlan, address: str | None = None, command: str = "evaluate") -> Path:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from leap_ray.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
 from leap_ray.config import Config
-from leap_ray.envs import task_pool
+from leap_ray.envs import training_games
 from leap_ray.logger import RunLogger
 from leap_ray.tasks import (
     RunLock,
@@ -31,15 +31,15 @@ def finetune(
 
 
 def _finetune(cfg: Config, steps_per_game: int, run_dir: Path, command: str, resume: bool) -> Path:
-    pool = task_pool(cfg.env)
-    encoder, done = initial_encoder(cfg, pool), 0
+    games = training_games(cfg.env)
+    encoder, done = initial_encoder(cfg, games), 0
     if resume:
-        encoder, done = resume_point(run_dir, pool, steps_per_game)
+        encoder, done = resume_point(run_dir, games, steps_per_game)
     logger = RunLogger(run_dir, cfg, command)
     success = False
     try:
-        for index in range(done, len(pool)):
-            game = pool[index]
+        for index in range(done, len(games)):
+            game = games[index]
             prefix = f"finetune/{index:02d}-{game.replace('/', '_')}/"
             summary, encoder = run_transfer_task(
                 cfg,
@@ -51,8 +51,8 @@ def _finetune(cfg: Config, steps_per_game: int, run_dir: Path, command: str, res
             )
             returns = [r for _, r, _ in summary.episodes][-10:]
             mean = sum(returns) / len(returns) if returns else float("nan")
-            print(f"finetune {index + 1}/{len(pool)} {game}: last-10 mean return {mean:.1f}")
-            progress = {"games": list(pool), "steps_per_game": steps_per_game}
+            print(f"finetune {index + 1}/{len(games)} {game}: last-10 mean return {mean:.1f}")
+            progress = {"games": list(games), "steps_per_game": steps_per_game}
             progress["games_done"] = index + 1
             state = encoder_checkpoint(cfg, encoder, {"finetune": progress})
             path = save_checkpoint(run_dir, state, keep=1)
@@ -64,7 +64,7 @@ def _finetune(cfg: Config, steps_per_game: int, run_dir: Path, command: str, res
     return path
 
 
-def resume_point(run_dir: Path, pool: tuple[str, ...], steps_per_game: int) -> tuple[dict, int]:
+def resume_point(run_dir: Path, games: tuple[str, ...], steps_per_game: int) -> tuple[dict, int]:
     """The encoder and number of finished games of a stopped finetuning run, which must have
     been started with the same games and steps per game."""
     state = load_checkpoint(run_dir)
@@ -72,9 +72,9 @@ def resume_point(run_dir: Path, pool: tuple[str, ...], steps_per_game: int) -> t
     if not isinstance(progress, dict) or "games_done" not in progress:
         raise ValueError(f"{run_dir}: not a finetuning run that can be resumed")
     recorded = (progress["games"], progress["steps_per_game"])
-    if recorded != (list(pool), steps_per_game):
+    if recorded != (list(games), steps_per_game):
         raise ValueError(
             f"{run_dir} finetuned games {recorded[0]} for {recorded[1]} env_steps each; "
-            f"resuming asks for {list(pool)} and {steps_per_game}: use the same settings"
+            f"resuming asks for {list(games)} and {steps_per_game}: use the same settings"
         )
     return checkpoint_encoder(state, str(run_dir)), int(progress["games_done"])

@@ -157,7 +157,7 @@ def run_meta_task(
             log_every=cfg.logging.log_every,
         )
     finally:
-        learner.task.close()
+        learner.envs.close()
 
 
 def run_transfer_task(
@@ -176,7 +176,7 @@ def run_transfer_task(
             load_encoder(learner.model, init)
         summary = learner.train(steps, on_log=on_log, log_every=cfg.logging.log_every)
     finally:
-        learner.task.close()
+        learner.envs.close()
     return summary, {name: t.numpy() for name, t in encoder_state(learner.model).items()}
 
 

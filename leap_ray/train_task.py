@@ -42,7 +42,7 @@ def train_task(cfg: Config, game: str, steps: int, seed: int, logdir: str) -> di
         success = True
     finally:
         bar.close()
-        learner.task.close()
+        learner.envs.close()
         logger.close(success)
     returns = [r for _, r, _ in summary.episodes]
     result = {

@@ -89,7 +89,7 @@ def test_path_tracker_measures_the_task_path_leap_minimizes():
 def test_atari_rollout_shapes_and_minimal_action_set():
     cfg = atari_config()  # the paper's observation: one RGB frame
     learner = make_learner(cfg, "MsPacman", seed=1)
-    assert learner.task.num_actions == num_actions("MsPacman") == 9
+    assert learner.envs.num_actions == num_actions("MsPacman") == 9
     assert learner.model.policy.out_features == 9
     learner.rollout()
     assert learner.obs.shape == (6, 4, 3, 84, 84) and learner.obs.dtype == torch.uint8
@@ -196,7 +196,7 @@ def test_encoder_layouts_change_layout_only():
 def test_reward_clipping_applies_to_learning_only():
     learner = make_learner(atari_config(), "SpaceInvaders", seed=2, meta=False)
     raw_rewards = []  # what ALE returned, copied before the learner sees it
-    for group in learner.task.groups:
+    for group in learner.envs.groups:
         real_recv = group.recv
 
         def recording_recv(real_recv=real_recv):
@@ -209,7 +209,7 @@ def test_reward_clipping_applies_to_learning_only():
     returns = [episode_return for _, episode_return, _ in summary.episodes]
     assert returns, "no SpaceInvaders episode finished in 3000 env steps"
     assert max(returns) >= 50, "episode returns must be the game's score"
-    in_progress = float(learner.task.episodes.returns.sum())
+    in_progress = float(learner.envs.episodes.returns.sum())
     assert sum(returns) + in_progress == pytest.approx(float(np.concatenate(raw_rewards).sum()))
     largest_stored = 0.0
     for _ in range(200):  # a kill in the upper rows scores 10-30: stored clipped to 5
@@ -231,7 +231,7 @@ def test_atari_partials_stream_and_sum_to_the_one_shot_meta_gradient(precision):
         learner = make_learner(cfg, "Pong", 3)
         partials: list[PartialMetaGradient] = []
         summary = learner.train(20 * 5 * 4, stream_every=stream_every, on_partial=partials.append)
-        learner.task.close()
+        learner.envs.close()
         assert summary.updates == 20
         assert len(partials) == (6 if stream_every else 1)  # 5 streamed + the closing one
         totals[stream_every] = PartialMetaGradient.sum(partials)

@@ -76,7 +76,7 @@ def test_time_limit_is_bootstrapped_from_the_final_value_not_terminal():
     )  # Pong: no lives, long games; 60 frames = 15 env_steps per episode
     learner = make_learner(cfg, "Pong", seed=0, meta=False)
     seen = []
-    for group in learner.task.groups:
+    for group in learner.envs.groups:
         real_recv = group.recv
 
         def recording_recv(real_recv=real_recv):
@@ -88,9 +88,9 @@ def test_time_limit_is_bootstrapped_from_the_final_value_not_terminal():
     for _ in range(4):  # 20 env_steps per environment: each is cut once
         seen.clear()
         learner.rollout()
-        per_step = [seen[i : i + len(learner.task.groups)] for i in range(0, len(seen), 2)]
+        per_step = [seen[i : i + len(learner.envs.groups)] for i in range(0, len(seen), 2)]
         for t, results in enumerate(per_step):
-            for rows, result in zip(learner.task.rows, results, strict=True):
+            for rows, result in zip(learner.envs.rows, results, strict=True):
                 for i in np.flatnonzero(result.truncated):
                     final = torch.from_numpy(result.final_obs[i : i + 1])
                     assert not np.array_equal(result.final_obs[i], result.obs[i])
@@ -106,6 +106,6 @@ def test_time_limit_is_bootstrapped_from_the_final_value_not_terminal():
                 assert not (result.truncated & result.terminated).any()
         learner.obs[0].copy_(learner.obs[-1])
     assert checked >= 2
-    games = learner.task.episodes.drain()
+    games = learner.envs.episodes.drain()
     assert games and all(length == 15 for _, _, length in games), games
-    learner.task.close()
+    learner.envs.close()

@@ -8,7 +8,7 @@ import pytest
 
 from leap_ray.checkpoint import save_checkpoint
 from leap_ray.config import load_config
-from leap_ray.envs import task_pool
+from leap_ray.envs import training_games
 from leap_ray.tasks import encoder_checkpoint, initial_encoder
 from tests.processes import run_cli
 
@@ -85,7 +85,9 @@ def test_bad_checkpoint_is_refused_by_evaluate_as_init_and_baseline(name, tmp_pa
     bad = str(DATA / "bad_checkpoints" / name)
     good = tmp_path / "good"
     cfg = load_config("configs/smoke.yaml")
-    save_checkpoint(good, encoder_checkpoint(cfg, initial_encoder(cfg, task_pool(cfg.env)), {}), 1)
+    save_checkpoint(
+        good, encoder_checkpoint(cfg, initial_encoder(cfg, training_games(cfg.env)), {}), 1
+    )
     config = ["--config", "configs/smoke.yaml", "--out", str(tmp_path / "eval")]
     for args in (["--init", bad], ["--init", str(good), "--baseline", f"bad:{bad}"]):
         capsys.readouterr()

@@ -18,7 +18,7 @@ from leap_ray import curves
 from leap_ray.checkpoint import load_checkpoint, save_checkpoint
 from leap_ray.cli import main
 from leap_ray.config import load_config
-from leap_ray.envs import VectorTask, make_gym, task_pool
+from leap_ray.envs import VectorTask, make_gym, training_games
 from leap_ray.tasks import encoder_checkpoint, initial_encoder
 
 FAMILY = ("CartPole-v1?length=0.75&gravity=12.0", "CartPole-v1?length=0.35&force_mag=7.0")
@@ -119,7 +119,7 @@ def checkpoints(tmp_path, gym_yaml):
     """Hand-written checkpoints (run directories) of theta_0 for an Atari and a gym config."""
     paths = {}
     for name, cfg in (("atari", load_config("configs/smoke.yaml")), ("gym", load_config(gym_yaml))):
-        init = initial_encoder(cfg, task_pool(cfg.env))
+        init = initial_encoder(cfg, training_games(cfg.env))
         save_checkpoint(tmp_path / name, encoder_checkpoint(cfg, init, {}), keep=1)
         paths[name] = str(tmp_path / name)
     return paths

@@ -4,7 +4,7 @@ import pytest
 
 from leap_ray import games
 from leap_ray.config import load_config
-from leap_ray.envs import task_pool
+from leap_ray.envs import training_games
 
 PAPER_HELD_OUT = ("Breakout", "SpaceInvaders")
 
@@ -24,11 +24,11 @@ def test_pool_excludes_held_out_games(pool: tuple[str, ...]) -> None:
 
 
 def test_the_config_decides_what_is_held_out() -> None:
-    default = task_pool(load_config(None).env)
+    default = training_games(load_config(None).env)
     assert "Breakout" not in default and "SpaceInvaders" not in default
-    breakout_back = task_pool(load_config(None, ["env.held_out=[SpaceInvaders]"]).env)
+    breakout_back = training_games(load_config(None, ["env.held_out=[SpaceInvaders]"]).env)
     assert set(breakout_back) - set(default) == {"Breakout"}
-    none_held = task_pool(load_config(None, ["env.held_out=[]"]).env)
+    none_held = training_games(load_config(None, ["env.held_out=[]"]).env)
     assert {"Breakout", "SpaceInvaders"} <= set(none_held)
 
 

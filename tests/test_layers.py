@@ -49,6 +49,7 @@ def test_meta_core_imports_only_torch_and_numpy():
         "__future__",
         "math",
         "collections",
+        "copy",
         "dataclasses",
         "warnings",
     }

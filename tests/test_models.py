@@ -73,7 +73,7 @@ def test_a_meta_learned_initialization_replaces_the_random_encoder_exactly():
         if name in heads:  # the per-game heads keep their own fresh initialization
             assert torch.equal(p.detach(), heads[name]), name
     learner.update(None, 0)  # and the learner trains from it
-    learner.task.close()
+    learner.envs.close()
 
 
 def test_a_seed_gives_the_same_network_whatever_the_thread_count():

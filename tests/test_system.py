@@ -10,7 +10,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from leap_ray.a2c import make_learner
 from leap_ray.checkpoint import list_checkpoints, load_checkpoint
 from leap_ray.driver import train
-from leap_ray.envs import task_pool
+from leap_ray.envs import training_games
 from leap_ray.meta import PartialMetaGradient
 from leap_ray.tasks import initial_encoder, sample_games, task_seed
 from tests.events import scalar_counts
@@ -52,7 +52,7 @@ def test_smoke_two_meta_steps_end_to_end(smoke_config):
     assert any(t.startswith("task/00000-") and t.endswith("losses/total") for t in tags)
     assert any(t.endswith("path/distance_from_init") for t in tags)
     assert any(t.endswith("path/length") for t in tags)
-    start = initial_encoder(smoke_config(), task_pool(smoke_config().env))
+    start = initial_encoder(smoke_config(), training_games(smoke_config().env))
     change = sum(
         float((final_init(run_dir)[n] - torch.from_numpy(v)).abs().sum()) for n, v in start.items()
     )
@@ -61,7 +61,7 @@ def test_smoke_two_meta_steps_end_to_end(smoke_config):
 
 def in_process_meta_gradient(cfg, meta_step: int, init: dict) -> PartialMetaGradient:
     """The same tasks as the driver's meta_step, run here with the core, summed once."""
-    pool = task_pool(cfg.env)
+    pool = training_games(cfg.env)
     games = sample_games(cfg, pool, meta_step, cfg.meta.meta_batch_size)
     partials = []
     for index, game in enumerate(games):
@@ -70,7 +70,7 @@ def in_process_meta_gradient(cfg, meta_step: int, init: dict) -> PartialMetaGrad
         learner.meta_learner.load(init, meta_step)
         learner.meta_learner.to(learner.model)
         learner.train(cfg.a2c.steps_per_task, on_partial=partials.append)  # one-shot: no streaming
-        learner.task.close()
+        learner.envs.close()
     return PartialMetaGradient.sum(partials)
 
 
@@ -79,7 +79,7 @@ def test_server_result_equals_in_process_sum(smoke_config):
     cfg = smoke_config(
         "logging.run_name=exact", "meta.meta_steps=1", "meta.optimizer=sgd", "meta.lr=1.0"
     )
-    start = initial_encoder(cfg, task_pool(cfg.env))
+    start = initial_encoder(cfg, training_games(cfg.env))
     run_dir = train(cfg)
     expected = in_process_meta_gradient(cfg, 0, start)
     assert expected.num_tasks == 2 and expected.num_segments == 2 * 10

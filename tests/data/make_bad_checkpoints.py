@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from leap_ray.config import load_config
-from leap_ray.envs import task_pool
+from leap_ray.envs import training_games
 from leap_ray.meta import MetaInitialization
 from leap_ray.tasks import encoder_checkpoint, initial_encoder
 
@@ -62,7 +62,7 @@ def saved(obj) -> bytes:
 def smoke_checkpoint() -> dict:
     """A real checkpoint of configs/smoke.yaml after one Adam meta-step."""
     cfg = load_config("configs/smoke.yaml")
-    init = initial_encoder(cfg, task_pool(cfg.env))
+    init = initial_encoder(cfg, training_games(cfg.env))
     meta_init = MetaInitialization(init, cfg.meta.optimizer, cfg.meta.lr)
     for p in meta_init.params.values():
         p.grad = torch.ones_like(p)
