@@ -1,12 +1,12 @@
 """Synchronous n-step advantage actor-critic (A2C; Mnih et al. 2016) on one task, with a Leap or
 Reptile meta-learner reading the encoder's path at every update.
 
-Per update: a rollout of `unroll` env_steps in every environment (the environment groups step in
-C++ threads while the policy runs on another group; the acting forwards keep the encoder trunk's
-graphs), n-step returns bootstrapped from V(s_T), the dense layers and heads once over the whole
-batch, one backward through them and the rollout's trunk graphs, then
-`meta_learner.update` (after backward, before the optimizer step, as Leap requires) and RMSProp.
-Partials are taken every `stream_every` updates.
+Per update: a `Rollout` of `unroll` env_steps in every environment (the environment groups step
+in C++ threads while the policy runs on another group; the acting forwards keep the encoder
+trunk's graphs), n-step returns bootstrapped from V(s_T), the dense layers and heads once over
+the whole batch, one backward through them and the rollout's trunk graphs, then
+`meta_learner.update` (after backward, before the optimizer step, as Leap requires) and RMSProp
+(`A2CLearner`). Partials are taken every `stream_every` updates.
 """
 
 from __future__ import annotations
@@ -75,28 +75,19 @@ class LearnerSummary:
         return self.env_steps / self.seconds if self.seconds > 0 else 0.0
 
 
-class A2CLearner:
+class Rollout:
+    """One update's experience: `unroll` env_steps of every environment, the environment groups
+    stepping in C++ threads while the policy acts on another group. Acting keeps the encoder
+    trunk's graphs (the parameters do not change until the update), so the loss needs no second
+    pass through the convolutions; the dense layers and heads run here without a graph and again,
+    once, over the whole batch in the learner's loss."""
+
     def __init__(
-        self,
-        cfg: A2CConfig,
-        env_cfg: EnvConfig,
-        envs: VectorTask,
-        model: ActorCritic,
-        meta_learner: PathMetaLearner | None = None,
+        self, cfg: A2CConfig, env_cfg: EnvConfig, envs: VectorTask, model: ActorCritic, autocast
     ) -> None:
-        if cfg.device.startswith("cuda") and not torch.cuda.is_available():
-            raise RuntimeError(f"a2c.device is {cfg.device!r} but this process sees no CUDA device")
-        bfloat16 = cfg.precision == "bfloat16"
-        if bfloat16 and cfg.device.startswith("cuda") and not torch.cuda.is_bf16_supported():
-            raise RuntimeError("a2c.precision is 'bfloat16' but this GPU does not support it")
-        self.cfg, self.env_cfg, self.envs = cfg, env_cfg, envs
-        self.device = torch.device(cfg.device)
-        self.autocast = functools.partial(
-            torch.autocast, self.device.type, dtype=torch.bfloat16, enabled=bfloat16
-        )
-        self.model = model.to(self.device)
-        self.meta_learner = meta_learner
-        self.opt = RMSProp(model.parameters(), lr=cfg.lr, alpha=cfg.rms_alpha, eps=cfg.rms_eps)
+        self.cfg, self.env_cfg, self.envs, self.model = cfg, env_cfg, envs, model
+        self.device = next(model.parameters()).device
+        self.autocast = autocast
         first = torch.from_numpy(envs.reset())
         steps, num_envs = cfg.unroll, envs.num_envs
         pin = self.device.type == "cuda"
@@ -111,19 +102,37 @@ class A2CLearner:
         # [T, N] clipped rewards, plus discount * V(final_obs) where the time limit cut an episode
         self.rewards = torch.zeros((steps, num_envs))
         self.dones = torch.zeros((steps, num_envs))  # [T, N] episode ended: no bootstrap through it
-        self.bootstrap = torch.zeros(num_envs, device=self.device)  # [N] V(s_T), set by rollout
+        self.bootstrap = torch.zeros(num_envs, device=self.device)  # [N] V(s_T)
+        self.trunk_outs: list[torch.Tensor] = []  # per step and group, in [T, N] order
         self.env_steps = 0
-        self.updates = 0
-        self._trunk_outs: list[torch.Tensor] = []
 
-    # -- acting ----------------------------------------------------------------------------------
+    def collect(self) -> None:
+        """Fill obs[1:], actions, rewards, dones, bootstrap and the trunk outputs."""
+        groups = self.envs.groups
+        self.trunk_outs = []
+        for t in range(self.cfg.unroll):
+            for g, rows in enumerate(self.envs.rows):
+                if t > 0:
+                    self._receive(g, t - 1)
+                actions = self._act(self.obs[t, rows])
+                self.actions[t, rows] = actions
+                groups[g].send(actions.numpy())
+        last = self.cfg.unroll
+        for g, rows in enumerate(self.envs.rows):  # V(s_T) of a group while later ones emulate
+            self._receive(g, last - 1)
+            with torch.no_grad(), self.autocast():
+                _, values = self.model(self.obs[last, rows].to(self.device, non_blocking=True))
+            self.bootstrap[rows] = values
+        self.env_steps += self.cfg.unroll * self.envs.num_envs
+
+    def advance(self) -> None:
+        """The last observation starts the next rollout."""
+        self.obs[0].copy_(self.obs[-1])
+
     def _act(self, obs: torch.Tensor) -> torch.Tensor:
-        """Sample actions. The encoder trunk keeps its graph (the parameters do not change until
-        the update), so the loss needs no second pass through the convolutions; the dense layers
-        and heads run here without a graph and again, once, over the whole batch in `loss`."""
         with self.autocast():
             trunk_out = self.model.encoder.trunk(obs.to(self.device, non_blocking=True))
-            self._trunk_outs.append(trunk_out)
+            self.trunk_outs.append(trunk_out)
             with torch.no_grad():
                 logits, _ = self.model.heads(trunk_out)
         with torch.no_grad():
@@ -134,8 +143,7 @@ class A2CLearner:
                     raise
                 raise LearnerDiverged(
                     f"the learner on {self.envs.game} diverged: its policy is not finite at "
-                    f"update {self.updates} (env_step {self.env_steps}); lower a2c.lr "
-                    f"(now {self.cfg.lr:g})"
+                    f"env_step {self.env_steps}; lower a2c.lr (now {self.cfg.lr:g})"
                 ) from None
 
     def _receive(self, g: int, t: int) -> None:
@@ -156,35 +164,50 @@ class A2CLearner:
         step = self.env_steps + (t + 1) * self.envs.num_envs
         self.envs.episodes.record(rows, result.reward, result.game_over, step)
 
-    def rollout(self) -> None:
-        """Fill obs[1:], actions, rewards, dones, bootstrap; a group acts while others emulate."""
-        groups = self.envs.groups
-        self._trunk_outs = []  # per step and group, in [T, N] order
-        for t in range(self.cfg.unroll):
-            for g, rows in enumerate(self.envs.rows):
-                if t > 0:
-                    self._receive(g, t - 1)
-                actions = self._act(self.obs[t, rows])
-                self.actions[t, rows] = actions
-                groups[g].send(actions.numpy())
-        last = self.cfg.unroll
-        for g, rows in enumerate(self.envs.rows):  # V(s_T) of a group while later ones emulate
-            self._receive(g, last - 1)
-            with torch.no_grad(), self.autocast():
-                _, values = self.model(self.obs[last, rows].to(self.device, non_blocking=True))
-            self.bootstrap[rows] = values
-        self.env_steps += self.cfg.unroll * self.envs.num_envs
+
+class A2CLearner:
+    """The learner of one task: a `Rollout` per update, its loss, backward, the meta-learner
+    (after backward, before the optimizer step, as Leap requires) and RMSProp."""
+
+    def __init__(
+        self,
+        cfg: A2CConfig,
+        env_cfg: EnvConfig,
+        envs: VectorTask,
+        model: ActorCritic,
+        meta_learner: PathMetaLearner | None = None,
+    ) -> None:
+        if cfg.device.startswith("cuda") and not torch.cuda.is_available():
+            raise RuntimeError(f"a2c.device is {cfg.device!r} but this process sees no CUDA device")
+        bfloat16 = cfg.precision == "bfloat16"
+        if bfloat16 and cfg.device.startswith("cuda") and not torch.cuda.is_bf16_supported():
+            raise RuntimeError("a2c.precision is 'bfloat16' but this GPU does not support it")
+        self.cfg, self.envs = cfg, envs
+        self.device = torch.device(cfg.device)
+        self.autocast = functools.partial(
+            torch.autocast, self.device.type, dtype=torch.bfloat16, enabled=bfloat16
+        )
+        self.model = model.to(self.device)
+        self.meta_learner = meta_learner
+        self.opt = RMSProp(model.parameters(), lr=cfg.lr, alpha=cfg.rms_alpha, eps=cfg.rms_eps)
+        self.rollout = Rollout(cfg, env_cfg, envs, self.model, self.autocast)
+        self.updates = 0
+
+    @property
+    def env_steps(self) -> int:
+        return self.rollout.env_steps
 
     # -- learning --------------------------------------------------------------------------------
     def loss(self) -> tuple[torch.Tensor, dict[str, float]]:
-        dev = self.device
+        """The A2C loss of the collected rollout."""
+        dev, batch = self.device, self.rollout
         returns = n_step_returns(
-            self.rewards.to(dev), self.dones.to(dev), self.bootstrap, self.cfg.discount
+            batch.rewards.to(dev), batch.dones.to(dev), batch.bootstrap, self.cfg.discount
         )
         with self.autocast():  # the heads' outputs are float32 whatever the precision
-            logits, values = self.model.heads(torch.cat(self._trunk_outs))  # [T * N, A], [T * N]
+            logits, values = self.model.heads(torch.cat(batch.trunk_outs))  # [T * N, A], [T * N]
         policy_loss, value_loss, entropy = a2c_losses(
-            logits, values, self.actions.to(dev).flatten(), returns.flatten()
+            logits, values, batch.actions.to(dev).flatten(), returns.flatten()
         )
         loss = policy_loss + self.cfg.value_cost * value_loss - self.cfg.entropy_cost * entropy
         stats = {
@@ -198,7 +221,7 @@ class A2CLearner:
     def update(self, on_partial: Callable[[PartialMetaGradient], None] | None, stream_every: int):
         """One update: rollout, loss, backward, meta-learner, optimizer."""
         with self.autocast():  # one region per update: autocast casts each weight once
-            self.rollout()
+            self.rollout.collect()
             loss, stats = self.loss()
         loss.backward()
         self.updates += 1
@@ -210,7 +233,7 @@ class A2CLearner:
             nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.max_grad_norm)
         self.opt.step()
         self.opt.zero_grad(set_to_none=True)
-        self.obs[0].copy_(self.obs[-1])
+        self.rollout.advance()
         return stats
 
     def train(
@@ -265,13 +288,13 @@ class A2CLearner:
         if self.meta_learner is None:
             return float("nan")
         with torch.no_grad(), self.autocast():  # theta_K's loss only: no graph to keep
-            self.rollout()
+            self.rollout.collect()
             final_loss, _ = self.loss()
         self.envs.episodes.drain()
         partial = self.meta_learner.finish_task(self.model, final_loss)
         if on_partial is not None:
             on_partial(partial)
-        self.obs[0].copy_(self.obs[-1])
+        self.rollout.advance()
         return float(final_loss)
 
 

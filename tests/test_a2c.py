@@ -91,13 +91,15 @@ def test_atari_rollout_shapes_and_minimal_action_set():
     learner = make_learner(cfg, "MsPacman", seed=1)
     assert learner.envs.num_actions == num_actions("MsPacman") == 9
     assert learner.model.policy.out_features == 9
-    learner.rollout()
-    assert learner.obs.shape == (6, 4, 3, 84, 84) and learner.obs.dtype == torch.uint8
-    assert learner.obs[1:].float().std() > 0, "frames are blank"
-    assert learner.actions.shape == (5, 4)
-    assert 0 <= int(learner.actions.min()) and int(learner.actions.max()) < 9
+    learner.rollout.collect()
+    assert (
+        learner.rollout.obs.shape == (6, 4, 3, 84, 84) and learner.rollout.obs.dtype == torch.uint8
+    )
+    assert learner.rollout.obs[1:].float().std() > 0, "frames are blank"
+    assert learner.rollout.actions.shape == (5, 4)
+    assert 0 <= int(learner.rollout.actions.min()) and int(learner.rollout.actions.max()) < 9
     stacked = make_learner(atari_config("env.grayscale=true", "env.frame_stack=4"), "Pong", 1)
-    assert stacked.obs.shape == (6, 4, 4, 84, 84)
+    assert stacked.rollout.obs.shape == (6, 4, 4, 84, 84)
 
 
 def test_rgb_frames_keep_channels_in_stack_then_colour_order():
@@ -127,19 +129,19 @@ def test_update_gradient_equals_one_plain_forward_over_the_batch(game, overrides
     ordinary float32 forward over the rollout's observations (close to it under bfloat16)."""
     cfg = atari_config(*overrides)
     learner = make_learner(cfg, game, seed=4, meta=False)
-    learner.rollout()
+    learner.rollout.collect()
     learner.loss()[0].backward()
     reused = {name: p.grad.clone() for name, p in learner.model.named_parameters()}
     learner.model.zero_grad()
 
     steps, model = cfg.a2c.unroll, learner.model
     with torch.no_grad():
-        bootstrap = model(learner.obs[steps])[1]
-    rewards = learner.rewards.clamp(-cfg.env.reward_clip, cfg.env.reward_clip)
-    returns = n_step_returns(rewards, learner.dones, bootstrap, cfg.a2c.discount)
-    logits, values = model(learner.obs[:steps].flatten(0, 1))
+        bootstrap = model(learner.rollout.obs[steps])[1]
+    rewards = learner.rollout.rewards.clamp(-cfg.env.reward_clip, cfg.env.reward_clip)
+    returns = n_step_returns(rewards, learner.rollout.dones, bootstrap, cfg.a2c.discount)
+    logits, values = model(learner.rollout.obs[:steps].flatten(0, 1))
     policy, value, entropy = a2c_losses(
-        logits, values, learner.actions.flatten(), returns.flatten()
+        logits, values, learner.rollout.actions.flatten(), returns.flatten()
     )
     (policy + cfg.a2c.value_cost * value - cfg.a2c.entropy_cost * entropy).backward()
     for name, p in model.named_parameters():
@@ -213,8 +215,8 @@ def test_reward_clipping_applies_to_learning_only():
     assert sum(returns) + in_progress == pytest.approx(float(np.concatenate(raw_rewards).sum()))
     largest_stored = 0.0
     for _ in range(200):  # a kill in the upper rows scores 10-30: stored clipped to 5
-        learner.rollout()
-        largest_stored = max(largest_stored, float(learner.rewards.max()))
+        learner.rollout.collect()
+        largest_stored = max(largest_stored, float(learner.rollout.rewards.max()))
         if max(float(r.max()) for r in raw_rewards) > 5:
             break
     assert max(float(r.max()) for r in raw_rewards) > 5

@@ -87,7 +87,7 @@ def test_time_limit_is_bootstrapped_from_the_final_value_not_terminal():
     checked = 0
     for _ in range(4):  # 20 env_steps per environment: each is cut once
         seen.clear()
-        learner.rollout()
+        learner.rollout.collect()
         per_step = [seen[i : i + len(learner.envs.groups)] for i in range(0, len(seen), 2)]
         for t, results in enumerate(per_step):
             for rows, result in zip(learner.envs.rows, results, strict=True):
@@ -99,12 +99,14 @@ def test_time_limit_is_bootstrapped_from_the_final_value_not_terminal():
                     reward = np.clip(result.reward[i], -cfg.env.reward_clip, cfg.env.reward_clip)
                     expected = reward + cfg.a2c.discount * value
                     row = rows.start + i
-                    assert float(learner.rewards[t, row]) == pytest.approx(expected, abs=1e-5)
-                    assert float(learner.dones[t, row]) == 1.0
+                    assert float(learner.rollout.rewards[t, row]) == pytest.approx(
+                        expected, abs=1e-5
+                    )
+                    assert float(learner.rollout.dones[t, row]) == 1.0
                     assert abs(value) > 0, "a zero value would hide a missing bootstrap"
                     checked += 1
                 assert not (result.truncated & result.terminated).any()
-        learner.obs[0].copy_(learner.obs[-1])
+        learner.rollout.obs[0].copy_(learner.rollout.obs[-1])
     assert checked >= 2
     games = learner.envs.episodes.drain()
     assert games and all(length == 15 for _, _, length in games), games

@@ -279,7 +279,7 @@ def test_a_diverging_learner_is_named_not_retried_and_the_run_fails(tmp_path):
     )
     assert result.returncode == 2, result.stderr[-2000:]
     assert "no meta-update was applied in 2 meta_steps" in result.stderr.strip().splitlines()[-1]
-    assert "diverged: its policy is not finite at update" in result.stdout + result.stderr
+    assert "diverged: its policy is not finite at env_step" in result.stdout + result.stderr
     rows = [json.loads(line) for line in (tmp_path / "diverged" / "tasks.jsonl").open()]
     assert sorted(r["task_id"] for r in rows) == [0, 1, 2, 3]  # each once: no retry
     assert all(r["attempt"] == 0 and "lower a2c.lr" in r["failed"] for r in rows)
