@@ -45,6 +45,8 @@ def rss_mib(pid: int | None = None) -> float:
 
 
 def verdict(samples: list[tuple[int, float]], what: str) -> None:
+    if len(samples) < 3:
+        raise SystemExit(f"{what}: {len(samples)} samples; run longer for a verdict")
     steady = [rss for _, rss in samples[max(1, int(len(samples) * WARM_UP)) :]]
     growth = max(steady) / min(steady) - 1
     for x, rss in samples:

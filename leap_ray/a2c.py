@@ -233,6 +233,13 @@ class A2CLearner:
             nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.max_grad_norm)
         self.opt.step()
         self.opt.zero_grad(set_to_none=True)
+        if self.device.type == "cuda" and not all(  # CUDA cannot raise on NaN probabilities
+            bool(torch.isfinite(p).all()) for p in self.model.parameters()
+        ):  # later (a device assert ends the process), so the parameters are checked here
+            raise LearnerDiverged(
+                f"the learner on {self.envs.game} diverged: its parameters are not finite after "
+                f"update {self.updates}; lower a2c.lr (now {self.cfg.lr:g})"
+            )
         self.rollout.advance()
         return stats
 

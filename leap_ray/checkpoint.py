@@ -111,7 +111,13 @@ def load_checkpoint(path: str | Path) -> dict:
     if not isinstance(state, dict) or any(key not in state for key in REQUIRED):
         raise CheckpointError(f"checkpoint {name} lacks the fields of a leap-ray checkpoint")
     meta_init = state["meta_init"]
-    if not isinstance(meta_init, dict) or not isinstance(meta_init.get("init"), dict):
+    if (
+        not isinstance(meta_init, dict)
+        or not isinstance(meta_init.get("init"), dict)
+        or not all(isinstance(v, torch.Tensor) for v in meta_init["init"].values())
+        or not isinstance(state["driver"], dict)
+        or not isinstance(state["config"], dict)
+    ):
         raise CheckpointError(f"checkpoint {name} lacks the fields of a leap-ray checkpoint")
     check_finite(meta_init["init"], f"checkpoint {name} is unusable")
     return state

@@ -322,6 +322,8 @@ def prepare(cfg: Config, resume: str | None) -> tuple[Path, tuple, dict, dict | 
                 f"from this one would overwrite; to branch from it, copy it into the "
                 f"checkpoints/ folder of a new run directory and resume that"
             )
+        if "finetune" in checkpoint["driver"]:
+            raise ConfigError(f"--resume {resume}: a finetuning run; use finetune --resume")
         probe = MetaInitialization(init, cfg.meta.optimizer, cfg.meta.lr)
         probe.load_state_dict(checkpoint["meta_init"])  # raises on an incompatible encoder
         check_resumable(config_from_dict(checkpoint["config"]), cfg)
@@ -341,11 +343,36 @@ class RoleLost(Exception):
 
 
 def _alive(actor) -> bool:
+    """False only when Ray says the actor is gone; a slow one (a long fsync) is alive."""
     try:
-        ray.get(actor.ping.remote(), timeout=10)
-    except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
+        ray.get(actor.ping.remote(), timeout=60)
+    except ray.exceptions.RayActorError:
         return False
+    except ray.exceptions.GetTimeoutError:
+        return True
     return True
+
+
+def _save(server) -> str:
+    """A checkpoint now; a failed write (a full disk) is its one-line CheckpointError."""
+    try:
+        return ray.get(server.save.remote())
+    except ray.exceptions.RayTaskError as error:
+        if isinstance(error.cause, CheckpointError):
+            raise error.cause from None
+        raise
+
+
+def rerun_ids(cfg: Config, checkpoint: dict):
+    """Which task ids a resume runs again: sync, the unfinished meta-batch (ids from
+    meta_step * meta_batch_size); async, the tasks made but not applied and every later id."""
+    driver = checkpoint["driver"]
+    if cfg.meta.mode == "sync":
+        first = int(checkpoint["meta_step"]) * cfg.meta.meta_batch_size
+        return lambda task_id: task_id >= first
+    pending = {spec["task_id"] for spec in driver.get("pending", [])}
+    later = int(driver.get("next_task_id", 0))
+    return lambda task_id: task_id in pending or task_id >= later
 
 
 class Stopped(KeyboardInterrupt):
@@ -386,13 +413,10 @@ def _train(cfg: Config, resume, address, run_dir: Path, games, init, checkpoint)
         check_resources(cfg)
         server = make_server(cfg, init, run_dir, checkpoint)
         if checkpoint is None:  # meta_step 0 on disk: a run stopped before its first meta_step
-            ray.get(server.save.remote())  # resumes like any other
+            _save(server)  # resumes like any other
         logger = RunLogger(run_dir, cfg, "train" + (f" --resume {resume}" if resume else ""))
-        if checkpoint is not None:  # tasks the checkpoint does not account for run again
-            ledger = checkpoint["ledger"].items()
-            logger.settle_tasks(
-                {int(t) for t, rec in ledger if rec["status"] in ("applied", "rejected")}
-            )
+        if checkpoint is not None:
+            logger.settle_tasks(rerun_ids(cfg, checkpoint))
         loop = MetaTrainingLoop(cfg, server, games, logger, resumed=checkpoint is not None)
         try:
             loop.run()
@@ -411,7 +435,10 @@ def _train(cfg: Config, resume, address, run_dir: Path, games, init, checkpoint)
             ) from None
         except KeyboardInterrupt:  # the meta_step in progress is abandoned: its tasks run
             signum = _received[-1] if _received else signal.SIGINT  # again on resume
-            path = ray.get(server.save.remote())
+            try:
+                path = _save(server)
+            except ray.exceptions.RayActorError:
+                path = "nothing: the parameter server is gone"
             print(
                 f"\nstopped by {signal.Signals(signum).name} at meta_step {loop.meta_step}: "
                 f"saved {path}\ncontinue with: python -m leap_ray train --resume {run_dir}",

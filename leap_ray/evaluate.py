@@ -149,7 +149,7 @@ def make_plan(
         run = run.parent if run.name == "checkpoints" else run
         out = str(run / f"eval-{time.strftime('%Y%m%d-%H%M%S')}")
     if resume:
-        if not Path(out).is_dir():
+        if not (Path(out) / "plan.json").is_file():
             raise ConfigError(f"--resume: {out!r} is not the directory of a stopped evaluation")
     else:
         fresh_run_dir(out, "--out", "; add --resume to continue it")
@@ -259,7 +259,9 @@ def finished_runs(plan: EvalPlan) -> dict[EvalJob, dict]:
     record_path = plan.out / "plan.json"
     record = plan_record(plan)
     if not record_path.exists():
-        record_path.write_text(json.dumps(record, indent=2))
+        tmp = record_path.with_name("plan.json.tmp")
+        tmp.write_text(json.dumps(record, indent=2))
+        tmp.replace(record_path)
         return {}
     saved = json.loads(record_path.read_text())
     changed = sorted(key for key in record if saved.get(key) != json.loads(json.dumps(record[key])))

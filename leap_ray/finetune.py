@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from leap_ray.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
-from leap_ray.config import Config
+from leap_ray.config import Config, check_resumable, config_from_dict
 from leap_ray.envs import training_games
 from leap_ray.logger import RunLogger
 from leap_ray.tasks import (
@@ -34,7 +34,7 @@ def _finetune(cfg: Config, steps_per_game: int, run_dir: Path, command: str, res
     games = training_games(cfg.env)
     encoder, done = initial_encoder(cfg, games), 0
     if resume:
-        encoder, done = resume_point(run_dir, games, steps_per_game)
+        encoder, done = resume_point(cfg, run_dir, games, steps_per_game)
     logger = RunLogger(run_dir, cfg, command)
     success = False
     try:
@@ -64,10 +64,16 @@ def _finetune(cfg: Config, steps_per_game: int, run_dir: Path, command: str, res
     return path
 
 
-def resume_point(run_dir: Path, games: tuple[str, ...], steps_per_game: int) -> tuple[dict, int]:
+def resume_point(
+    cfg: Config, run_dir: Path, games: tuple[str, ...], steps_per_game: int
+) -> tuple[dict, int]:
     """The encoder and number of finished games of a stopped finetuning run, which must have
-    been started with the same games and steps per game."""
+    been started with the same settings (those `train --resume` may not change), games and
+    steps per game."""
+    if not list_checkpoints(run_dir):  # stopped during its first game: start it again
+        return initial_encoder(cfg, games), 0
     state = load_checkpoint(run_dir)
+    check_resumable(config_from_dict(state["config"]), cfg)
     progress = state["driver"].get("finetune") if isinstance(state["driver"], dict) else None
     if not isinstance(progress, dict) or "games_done" not in progress:
         raise ValueError(f"{run_dir}: not a finetuning run that can be resumed")

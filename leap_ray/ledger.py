@@ -151,10 +151,11 @@ class Ledger:
         return {task_id: entry.record() for task_id, entry in self.entries.items()}
 
     def load_records(self, records: dict[int, dict]) -> None:
-        """Restore a checkpoint's ledger; tasks that were not applied will be re-run."""
+        """Restore a checkpoint's ledger: the tasks a meta_step took (applied or rejected); any
+        other task will be re-run and must not find itself already rejected."""
         self.entries = {}
         for task_id, rec in records.items():
-            if rec["status"] in ("applied", "rejected"):
+            if rec["status"] in ("applied", "rejected") and rec["meta_step"] is not None:
                 entry = TaskEntry(int(task_id), rec["attempt"], rec["init_version"])
                 entry.status, entry.reason = rec["status"], rec["reason"]
                 entry.meta_step, entry.num_segments = rec["meta_step"], rec["num_segments"]

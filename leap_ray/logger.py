@@ -71,15 +71,20 @@ class RunLogger:
                 )
                 f.write(json.dumps(row) + "\n")
 
-    def settle_tasks(self, accounted: set[int]) -> None:
-        """On resume: rows of tasks the checkpoint does not account for (they run again) move
-        to tasks.abandoned.jsonl, so that tasks.jsonl keeps one line per task outcome."""
+    def settle_tasks(self, rerun) -> None:
+        """On resume: rows of tasks that run again (`rerun(task_id)`), and any line a crash cut
+        short, move to tasks.abandoned.jsonl, so that tasks.jsonl keeps one line per task
+        outcome."""
         path = self.run_dir / "tasks.jsonl"
         if not path.exists():
             return
         keep, drop = [], []
         for line in path.read_text().splitlines():
-            (keep if json.loads(line)["task_id"] in accounted else drop).append(line)
+            try:
+                again = rerun(int(json.loads(line)["task_id"]))
+            except (ValueError, KeyError, TypeError):
+                again = True
+            (drop if again else keep).append(line)
         if drop:
             with open(self.run_dir / "tasks.abandoned.jsonl", "a") as f:
                 f.write("".join(line + "\n" for line in drop))

@@ -8,6 +8,7 @@ process; a worker only adds Ray around it.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import socket
@@ -103,8 +104,8 @@ def checkpoint_encoder(state: Mapping, source: str = "checkpoint") -> dict[str, 
     try:
         probe = MetaInitialization(init, meta.get("optimizer", "adam"), meta.get("lr", 0.01))
         probe.load_state_dict(state["meta_init"])
-    except (ValueError, KeyError, TypeError) as error:
-        raise ConfigError(f"{source}: {error}") from None
+    except (ValueError, KeyError, TypeError, AttributeError) as error:
+        raise ConfigError(f"{source}: unusable meta-state: {error}") from None
     return init
 
 
@@ -195,59 +196,42 @@ def fresh_run_dir(path: str | Path, what: str, hint: str = "") -> Path:
 
 
 class RunLock:
-    """One process writes a run directory at a time: `lock` holds the writer's pid and host. A
-    second writer is refused with who holds it; a lock whose process is gone (same host) is
-    stale and taken over."""
+    """One process writes a run directory at a time: an exclusive `flock` on `RUN/lock`, which
+    the kernel releases when its holder exits however it ends (no stale locks). The file names
+    the holder (pid, host, since) for the refusal message; it stays behind, empty, after a run."""
 
     def __init__(self, run_dir: str | Path) -> None:
         self.path = Path(run_dir) / "lock"
+        self.fd: int | None = None
 
     def __enter__(self) -> RunLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = self._holder()
+            os.close(fd)
+            since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(holder.get("since", 0)))
+            raise ConfigError(
+                f"{self.path.parent} is in use by pid {holder.get('pid', '?')} on "
+                f"{holder.get('host', '?')} since {since}: one process writes a run at a time"
+            ) from None
         me = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}
-        unreadable = 0
-        while True:
-            try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                holder = self._holder()
-                if holder is None:  # removed, or being written: look again; still unreadable
-                    unreadable += 1  # a moment later, its writer died half way: stale
-                    if unreadable > 1:
-                        self.path.unlink(missing_ok=True)
-                    time.sleep(0.1)
-                    continue
-                if holder.get("host") == me["host"] and not _process_alive(holder.get("pid")):
-                    self.path.unlink(missing_ok=True)  # stale: its process is gone
-                    continue
-                since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(holder.get("since", 0)))
-                raise ConfigError(
-                    f"{self.path.parent} is in use by pid {holder.get('pid')} on "
-                    f"{holder.get('host')} since {since}; if that process is gone, remove "
-                    f"{self.path}"
-                ) from None
-            with os.fdopen(fd, "w") as f:
-                json.dump(me, f)
-            return self
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(me).encode(), 0)
+        self.fd = fd
+        return self
 
-    def _holder(self) -> dict | None:
+    def _holder(self) -> dict:
         try:
             holder = json.loads(self.path.read_text())
         except (OSError, ValueError):
-            return None
-        return holder if isinstance(holder, dict) else None
+            return {}
+        return holder if isinstance(holder, dict) else {}
 
     def __exit__(self, *exc) -> None:
-        self.path.unlink(missing_ok=True)
-
-
-def _process_alive(pid) -> bool:
-    if not isinstance(pid, int) or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # another user's process
-    return True
+        if self.fd is not None:
+            os.ftruncate(self.fd, 0)
+            os.close(self.fd)  # releases the lock
+            self.fd = None

@@ -30,6 +30,7 @@ CHECKPOINTS = {
     "wrong_optimizer_shape": "meta-optimizer exp_avg of",
     "infinite_optimizer_state": "meta-optimizer exp_avg_sq of",
     "other_optimizer": "not written by adam",
+    "forged_types": "lacks the fields of a leap-ray checkpoint",
 }
 # evaluate checks a checkpoint's meta-state against its own encoder first (this one's
 # hand-written optimizer state is empty); against the config's encoder: tests/test_evaluate.py

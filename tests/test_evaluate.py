@@ -242,6 +242,9 @@ def test_finetune_and_evaluate_resume_where_they_stopped(
             raise Stop("stopped")
         return transfer(*args, **kwargs)
 
+    def stop_at_the_first_game(*args, **kwargs):
+        raise Stop("stopped")
+
     monkeypatch.setattr(leap_ray.finetune, "run_transfer_task", stop_at_the_second_game)
     stopped = tmp_path / "stopped"
     assert main([*ft_args, "--out", str(stopped)]) == 2
@@ -255,6 +258,17 @@ def test_finetune_and_evaluate_resume_where_they_stopped(
         assert torch.equal(resumed["meta_init"]["init"][name], tensor), name
     assert main([*ft_args, "--steps-per-game", "300", "--out", str(stopped), "--resume"]) == 2
     assert "use the same settings" in capsys.readouterr().err
+    assert main([*ft_args, "--set", "a2c.lr=0.5", "--out", str(stopped), "--resume"]) == 2
+    assert "a2c.lr (run: 0.002, now: 0.5) cannot change on resume" in capsys.readouterr().err
+
+    calls.clear()  # stopped in its first game: no checkpoint yet, the folder exists
+    monkeypatch.setattr(leap_ray.finetune, "run_transfer_task", stop_at_the_first_game)
+    early = tmp_path / "early"
+    assert main([*ft_args, "--out", str(early)]) == 2 and early.is_dir()
+    monkeypatch.setattr(leap_ray.finetune, "run_transfer_task", transfer)
+    assert main([*ft_args, "--out", str(early), "--resume"]) == 0
+    for name, tensor in whole["meta_init"]["init"].items():
+        assert torch.equal(load_checkpoint(early)["meta_init"]["init"][name], tensor), name
 
     out = tmp_path / "eval"
     ev_args = ["evaluate", "--init", checkpoints["gym"], "--baseline", "random"]

@@ -100,6 +100,9 @@ def main() -> None:
     state = smoke_checkpoint()
     state["meta_init"]["optimizer"]["state"][0] = {"momentum_buffer": torch.zeros(3)}
     write("other_optimizer", saved(state))
+    state = smoke_checkpoint()
+    state["meta_init"]["init"][name] = "not a tensor"  # a forged file with a valid checksum
+    write("forged_types", saved(state))
     # a half-written temporary file beside nothing complete is never picked up
     folder = HERE / "only_temporary" / "checkpoints"
     folder.mkdir(parents=True, exist_ok=True)
