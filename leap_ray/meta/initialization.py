@@ -13,6 +13,7 @@ from leap_ray.meta.base import as_float_tensor
 from leap_ray.meta.partial import PartialMetaGradient, global_norm
 
 META_OPTIMIZERS = ("adam", "sgd")
+OVERFLOW_RISK = 1e30
 OPTIMIZER_STATE = {"adam": {"step", "exp_avg", "exp_avg_sq"}, "sgd": {"momentum_buffer"}}
 
 
@@ -36,18 +37,22 @@ class MetaInitialization:
 
     def step(self, partial: PartialMetaGradient) -> dict[str, float]:
         """Meta-batch mean into .grad, one optimizer step, version + 1. A step that would make
-        the initialization non-finite (a huge meta.lr) is undone: `meta/update_rejected` is 1,
-        the initialization, optimizer state and version stay as they were."""
+        the initialization non-finite (an absurd meta.lr) is undone: `meta/update_rejected` is
+        1, the initialization, optimizer state and version stay as they were."""
+        norm = partial.norm() / partial.num_tasks
+        # From finite inputs an Adam step moves a weight by at most ~100 lr and an SGD step by
+        # lr * |g| <= lr * norm, so only a step with lr * max(1, norm) near float32's range can
+        # overflow: only then is the optimizer state copied to undo it (it costs ~30% of a step)
+        risky = self.lr * max(1.0, norm) > OVERFLOW_RISK
+        optimizer_before = copy.deepcopy(self.optimizer.state_dict()) if risky else None
         mean = partial.mean()
         params = [p.detach() for p in self.params.values()]
         before = [p.clone() for p in params]
-        optimizer_before = copy.deepcopy(self.optimizer.state_dict())
         for name, p in self.params.items():
             p.grad = mean[name]
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        norm = partial.norm() / partial.num_tasks
-        if not all(bool(torch.isfinite(p).all()) for p in params):
+        if risky and not all(bool(torch.isfinite(p).all()) for p in params):
             torch._foreach_copy_(params, before)
             self.optimizer.load_state_dict(optimizer_before)
             return {
