@@ -24,6 +24,7 @@ from torch.nn import functional as F
 
 from leap_ray.config import A2CConfig, Config, EnvConfig
 from leap_ray.envs import VectorTask
+from leap_ray.games import fire_action
 from leap_ray.meta import PartialMetaGradient, PathMetaLearner, make_meta_learner
 from leap_ray.meta.partial import global_norm
 from leap_ray.models import ENCODER_PREFIX, ActorCritic, make_encoder
@@ -43,16 +44,25 @@ def n_step_returns(
 
 
 def a2c_losses(
-    logits: torch.Tensor, values: torch.Tensor, actions: torch.Tensor, returns: torch.Tensor
+    logits: torch.Tensor,
+    values: torch.Tensor,
+    actions: torch.Tensor,
+    returns: torch.Tensor,
+    chosen_by_policy: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """logits [B, A], values/actions/returns [B] -> (policy loss, value loss, entropy)."""
+    """logits [B, A], values/actions/returns [B] -> (policy loss, value loss, entropy);
+    `chosen_by_policy` [B] (bool) keeps forced actions out of the policy and entropy terms."""
     log_probs = F.log_softmax(logits, dim=-1)
     advantages = returns - values
     chosen = log_probs.gather(1, actions.unsqueeze(1)).squeeze(1)
-    policy_loss = -(chosen * advantages.detach()).mean()
+    entropies = -(log_probs.exp() * log_probs).sum(-1)
     value_loss = 0.5 * advantages.pow(2).mean()
-    entropy = -(log_probs.exp() * log_probs).sum(-1).mean()
-    return policy_loss, value_loss, entropy
+    if chosen_by_policy is None:
+        return -(chosen * advantages.detach()).mean(), value_loss, entropies.mean()
+    weight = chosen_by_policy.float()
+    count = weight.sum().clamp_min(1.0)
+    policy_loss = -(chosen * advantages.detach() * weight).sum() / count
+    return policy_loss, value_loss, (entropies * weight).sum() / count
 
 
 class LearnerDiverged(RuntimeError):
@@ -104,6 +114,11 @@ class Rollout:
         self.dones = torch.zeros((steps, num_envs))  # [T, N] episode ended: no bootstrap through it
         self.bootstrap = torch.zeros(num_envs, device=self.device)  # [N] V(s_T)
         self.trunk_outs: list[torch.Tensor] = []  # per step and group, in [T, N] order
+        # env.fire_after_life_loss: the FIRE action of a game that has one
+        atari = env_cfg.suite == "atari"
+        self.fire = fire_action(envs.game) if atari and env_cfg.fire_after_life_loss else None
+        self.must_fire = torch.zeros(num_envs, dtype=torch.bool)  # [N] a life was just lost
+        self.forced = torch.zeros((steps, num_envs), dtype=torch.bool)  # [T, N] FIRE pressed
         self.env_steps = 0
 
     def collect(self) -> None:
@@ -115,6 +130,11 @@ class Rollout:
                 if t > 0:
                     self._receive(g, t - 1)
                 actions = self._act(self.obs[t, rows])
+                if self.fire is not None:
+                    forced = self.must_fire[rows]
+                    actions[forced] = self.fire
+                    self.forced[t, rows] = forced
+                    self.must_fire[rows] = False
                 self.actions[t, rows] = actions
                 groups[g].send(actions.numpy())
         last = self.cfg.unroll
@@ -161,6 +181,8 @@ class Rollout:
         self.rewards[t, rows] = reward
         ended = result.terminated | result.truncated
         self.dones[t, rows] = torch.from_numpy(ended.astype(np.float32))
+        if self.fire is not None:  # a lost life, the game going on
+            self.must_fire[rows] |= torch.from_numpy(result.terminated & ~result.game_over)
         step = self.env_steps + (t + 1) * self.envs.num_envs
         self.envs.episodes.record(rows, result.reward, result.game_over, step)
 
@@ -206,8 +228,11 @@ class A2CLearner:
         )
         with self.autocast():  # the heads' outputs are float32 whatever the precision
             logits, values = self.model.heads(torch.cat(batch.trunk_outs))  # [T * N, A], [T * N]
+        chosen_by_policy = None
+        if batch.fire is not None and bool(batch.forced.any()):
+            chosen_by_policy = (~batch.forced).to(dev).flatten()
         policy_loss, value_loss, entropy = a2c_losses(
-            logits, values, batch.actions.to(dev).flatten(), returns.flatten()
+            logits, values, batch.actions.to(dev).flatten(), returns.flatten(), chosen_by_policy
         )
         loss = policy_loss + self.cfg.value_cost * value_loss - self.cfg.entropy_cost * entropy
         stats = {

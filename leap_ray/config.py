@@ -96,6 +96,10 @@ class EnvConfig(Section):
     # whole games. The paper does not say; on for the games where it helps (Breakout)
     life_loss_terminal: StrictBool = True
     fire_reset: StrictBool = True  # press FIRE at each game's start where the game needs it
+    # press FIRE for the agent on the step after a lost life, as SB3's FireResetEnv under its
+    # EpisodicLifeEnv does (the agent need not learn to serve); that step stays out of the
+    # policy gradient and entropy (the agent did not choose it)
+    fire_after_life_loss: StrictBool = False
     # time limit in emulator frames (108,000 = 30 minutes of play, the common protocol); a cut
     # episode is bootstrapped from its value, not treated as a terminal
     max_episode_frames: Count = 108_000

@@ -13,7 +13,7 @@ import difflib
 import functools
 import re
 
-from ale_py import ALEInterface, LoggerMode, roms
+from ale_py import Action, ALEInterface, LoggerMode, roms
 
 # The classic suite: the games old gym registered as `<Name>-v4` / `<Name>NoFrameskip-v4`
 # (ale_py.registration.register_v0_v4_envs registers the same 62 games).
@@ -73,11 +73,17 @@ def rom_id(game: str) -> str:
 
 def num_actions(game: str) -> int:
     """Size of `game`'s minimal action set, read from ALE by loading the ROM (cached)."""
-    return _num_actions(resolve_game(game))
+    return len(_minimal_actions(resolve_game(game)))
+
+
+def fire_action(game: str) -> int | None:
+    """The index of FIRE in `game`'s minimal action set (the agent's action number), or None."""
+    actions = _minimal_actions(resolve_game(game))
+    return actions.index(Action.FIRE) if Action.FIRE in actions else None
 
 
 @functools.cache
-def _num_actions(game: str) -> int:
+def _minimal_actions(game: str) -> list:
     path = roms.get_rom_path(_roms()[game])
     if path is None:
         raise ValueError(f"ale-py ships no ROM file for {game!r}")
@@ -87,7 +93,7 @@ def _num_actions(game: str) -> int:
     if ale.isSupportedROM(str(path)) is None:
         raise ValueError(f"Atari game {game!r} has no single-player mode in ALE")
     ale.loadROM(str(path))
-    return len(ale.getMinimalActionSet())
+    return list(ale.getMinimalActionSet())
 
 
 def meta_training_pool(max_actions: int = 10, held_out: tuple[str, ...] = ()) -> tuple[str, ...]:

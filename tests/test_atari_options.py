@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from leap_ray.a2c import make_learner
+from leap_ray.a2c import a2c_losses, make_learner
 from leap_ray.config import load_config
 from leap_ray.envs import AtariGroup, EpisodeTracker
 
@@ -111,3 +111,49 @@ def test_time_limit_is_bootstrapped_from_the_final_value_not_terminal():
     games = learner.envs.episodes.drain()
     assert games and all(length == 15 for _, _, length in games), games
     learner.envs.close()
+
+
+def test_fire_after_a_lost_life_is_pressed_for_the_agent_and_left_out_of_its_gradient():
+    """env.fire_after_life_loss on real Breakout: the step after every lost life (game not
+    over) sends FIRE, marked forced; forced steps leave the policy and entropy terms."""
+    cfg = load_config(None, ["env.num_envs=4", "env.fire_after_life_loss=true"])
+    learner = make_learner(cfg, "Breakout", seed=0, meta=False)
+    lost = []
+    for group in learner.envs.groups:
+        real_recv = group.recv
+
+        def recording_recv(real_recv=real_recv):
+            result = real_recv()
+            lost.append(result.terminated & ~result.game_over)
+            return result
+
+        group.recv = recording_recv
+    forced_steps, lives_lost = 0, 0
+    for _ in range(120):  # random play loses lives within a few hundred env_steps
+        lost.clear()
+        previous = learner.rollout.must_fire.clone()
+        learner.rollout.collect()
+        forced = learner.rollout.forced
+        groups = len(learner.envs.groups)
+        expected = torch.zeros_like(forced)
+        expected[0] = previous
+        for k, life_lost in enumerate(lost[: (cfg.a2c.unroll - 1) * groups]):
+            t, g = divmod(k, groups)
+            expected[t + 1, learner.envs.rows[g]] |= torch.from_numpy(life_lost)
+        assert torch.equal(forced, expected)
+        assert (learner.rollout.actions[forced] == 1).all()  # FIRE is action 1 in Breakout
+        forced_steps += int(forced.sum())
+        lives_lost += int(sum(int(x.sum()) for x in lost))
+        learner.rollout.advance()
+    assert forced_steps >= 3 and lives_lost >= forced_steps
+    learner.envs.close()
+
+    logits = torch.tensor([[2.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    values, returns = torch.zeros(3), torch.tensor([1.0, -1.0, 2.0])
+    actions = torch.tensor([0, 1, 1])
+    mask = torch.tensor([True, False, True])
+    masked = a2c_losses(logits, values, actions, returns, mask)
+    kept = a2c_losses(logits[mask], values[mask], actions[mask], returns[mask])
+    torch.testing.assert_close(masked[0], kept[0])  # policy: the chosen rows only
+    torch.testing.assert_close(masked[2], kept[2])  # entropy: the chosen rows only
+    torch.testing.assert_close(masked[1], a2c_losses(logits, values, actions, returns)[1])
