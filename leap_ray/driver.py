@@ -397,12 +397,17 @@ def _stop(signum: int, frame) -> None:
 
 def train(cfg: Config, resume: str | None = None, address: str | None = None) -> Path:
     run_dir, games, init, checkpoint = prepare(cfg, resume)
-    with RunLock(run_dir):
-        return _train(cfg, resume, address, run_dir, games, init, checkpoint)
-
-
-def _train(cfg: Config, resume, address, run_dir: Path, games, init, checkpoint) -> Path:
     started_ray = connect(cfg, address)
+    try:
+        check_resources(cfg)  # the last check before anything is written
+        with RunLock(run_dir):
+            return _train(cfg, resume, run_dir, games, init, checkpoint)
+    finally:
+        if started_ray:
+            ray.shutdown()
+
+
+def _train(cfg: Config, resume, run_dir: Path, games, init, checkpoint) -> Path:
     logger = None
     success = False
     # installed here, not inherited: a driver started in the background by a script inherits
@@ -410,7 +415,6 @@ def _train(cfg: Config, resume, address, run_dir: Path, games, init, checkpoint)
     _received.clear()
     previous = {sig: signal.signal(sig, _stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        check_resources(cfg)
         server = make_server(cfg, init, run_dir, checkpoint)
         if checkpoint is None:  # meta_step 0 on disk: a run stopped before its first meta_step
             _save(server)  # resumes like any other
@@ -455,8 +459,6 @@ def _train(cfg: Config, resume, address, run_dir: Path, games, init, checkpoint)
     finally:
         if logger is not None:
             logger.close(success)
-        if started_ray:
-            ray.shutdown()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     return run_dir
