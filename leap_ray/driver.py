@@ -262,7 +262,7 @@ class MetaTrainingLoop:
             "env_steps": self.env_steps,
             "pending": [dataclasses.asdict(spec) for _, spec in sorted(self.open.items())],
         }
-        stats = ray.get(self.server.apply.remote(task_ids, driver_state))
+        stats = checkpointing(self.server.apply.remote(task_ids, driver_state))
         stats.update(meta_batch_stats([r for r in reports if r.task_id in task_ids]))
         self.meta_step = int(stats["meta/meta_step"])
         rate = (self.env_steps - self.start_steps) / max(time.monotonic() - self.start_time, 1e-9)
@@ -353,14 +353,19 @@ def _alive(actor) -> bool:
     return True
 
 
-def _save(server) -> str:
-    """A checkpoint now; a failed write (a full disk) is its one-line CheckpointError."""
+def checkpointing(ref):
+    """`ray.get` of a server call that may write a checkpoint (`save`, `apply`): a failed write
+    (a full disk) is its one-line CheckpointError, not Ray's wrapped traceback."""
     try:
-        return ray.get(server.save.remote())
+        return ray.get(ref)
     except ray.exceptions.RayTaskError as error:
         if isinstance(error.cause, CheckpointError):
             raise error.cause from None
         raise
+
+
+def _save(server) -> str:
+    return checkpointing(server.save.remote())
 
 
 def rerun_ids(cfg: Config, checkpoint: dict):
@@ -424,10 +429,6 @@ def _train(cfg: Config, resume, run_dir: Path, games, init, checkpoint) -> Path:
         loop = MetaTrainingLoop(cfg, server, games, logger, resumed=checkpoint is not None)
         try:
             loop.run()
-        except ray.exceptions.RayTaskError as error:
-            if isinstance(error.cause, CheckpointError):  # e.g. the disk is full: one line
-                raise error.cause from None
-            raise
         except (ray.exceptions.RayActorError, RoleLost) as error:
             role = "telemetry sink" if _alive(server) else "parameter server"
             newest = list_checkpoints(run_dir)
