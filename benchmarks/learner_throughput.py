@@ -1,7 +1,8 @@
 """Env steps/s of the A2C learner on Pong with the Nature CNN, 16 envs x 5 steps, one torch
-thread (issue 3): ours with Leap on and off, stable-baselines3's A2C, and the compute limit
-(forward+backward of the [80] batch plus 6 inferences of [16] for acting and bootstrapping), in
-float32 and under bfloat16 autocast; also the paper's network in RGB.
+thread (issue 3): ours with Leap on and off (and off without the PathTracker diagnostic),
+stable-baselines3's A2C, and the compute limit (forward+backward of the [80] batch plus 6
+inferences of [16] for acting and bootstrapping), in float32 and under bfloat16 autocast; also
+the paper's network in RGB.
 
 Every variant is measured in `--rounds` interleaved windows and reports its best window, so a
 slow spell of the machine does not fall on one variant only; Leap's cost is also given as the
@@ -35,11 +36,11 @@ BF16 = ["a2c.precision=bfloat16"]
 Window = Callable[[int], float]  # env_steps -> env_steps/s over a window of that many
 
 
-def ours(overrides: list[str], meta: bool = True) -> Window:
+def ours(overrides: list[str], meta: bool = True, measure_path: bool = True) -> Window:
     cfg = load_config(None, [f"env.num_envs={ENVS}", f"a2c.unroll={UNROLL}", *overrides])
     learner = make_learner(cfg, "Pong", seed=0, meta=meta)
     learner.train(BATCH * 20)  # warm-up
-    return lambda steps: learner.train(steps).env_steps_per_second
+    return lambda steps: learner.train(steps, measure_path=measure_path).env_steps_per_second
 
 
 def compute_limit(encoder: str, in_channels: int, bfloat16: bool = False) -> Window:
@@ -96,6 +97,7 @@ def main() -> None:
     variants: dict[str, Window | None] = {
         "ours, Nature CNN, Leap on (energy)": ours(NATURE),
         "ours, Nature CNN, Leap off": ours(NATURE, meta=False),
+        "ours, Nature CNN, Leap off, no PathTracker": ours(NATURE, meta=False, measure_path=False),
         "stable-baselines3 A2C, Nature CNN": sb3(),
         "compute limit, Nature CNN": compute_limit("nature", 4),
         "ours, Nature CNN, Leap on, bfloat16": ours(NATURE + BF16),
@@ -111,13 +113,16 @@ def main() -> None:
     best = {name: max(values) for name, values in rates.items()}
     for name, rate in best.items():
         print(f"{name:<40} {rate:8.0f} env_steps/s (best window)")
-    on, off, sb3_rate, limit, bf16, bf16_limit, paper, paper_limit, _ = best.values()
+    on, off, bare, sb3_rate, limit, bf16, bf16_limit, paper, paper_limit, _ = best.values()
     # Leap's cost from the windows run back to back: robust to the machine's slow spells
     on_off = [a / b for a, b in zip(*list(rates.values())[:2], strict=True)]
+    path_cost = [1 - a / b for a, b in zip(*list(rates.values())[1:3], strict=True)]
     print(
         f"float32: ours / SB3 {on / sb3_rate:.2f}x; Leap cost {100 * (1 - on / off):.1f}% "
         f"(best windows), {100 * (1 - statistics.median(on_off)):.1f}% (median of paired "
         f"windows); ours / compute limit {100 * on / limit:.0f}%\n"
+        f"PathTracker cost {100 * (1 - off / bare):.1f}% (best windows), "
+        f"{100 * statistics.median(path_cost):.1f}% (median of paired windows)\n"
         f"bfloat16: ours / SB3 {bf16 / sb3_rate:.2f}x; ours / its compute limit "
         f"{100 * bf16 / bf16_limit:.0f}%\n"
         f"paper's network: {100 * paper / paper_limit:.0f}% of its compute limit"

@@ -276,18 +276,21 @@ class A2CLearner:
         on_partial: Callable[[PartialMetaGradient], None] | None = None,
         on_log: Callable[[int, dict[str, float]], None] | None = None,
         log_every: int = 100,
+        measure_path: bool = True,
     ) -> LearnerSummary:
-        """Train for `num_env_steps`; closes the meta-learner's path and sends its last partial."""
+        """Train for `num_env_steps`; closes the meta-learner's path and sends its last partial.
+        `measure_path=False` skips the `PathTracker` diagnostic (for measuring its cost)."""
         summary = LearnerSummary()
         per_update = self.cfg.unroll * self.envs.num_envs
         total_updates = max(1, math.ceil(num_env_steps / per_update))
-        path = PathTracker(self.model)
+        path = PathTracker(self.model) if measure_path else None
         start = last_log = time.perf_counter()
         steps_at_log = steps_at_start = self.env_steps
         updates_at_start = self.updates
         for _ in range(total_updates):
             stats = self.update(on_partial, stream_every)
-            path.update(self.model, stats["losses/total"])
+            if path is not None:
+                path.update(self.model, stats["losses/total"])
             episodes = self.envs.episodes.drain()
             summary.episodes += episodes
             if on_log is not None and (self.updates % log_every == 0 or episodes):
@@ -296,7 +299,8 @@ class A2CLearner:
                     stats["perf/env_steps_per_second"] = (self.env_steps - steps_at_log) / max(
                         now - last_log, 1e-9
                     )
-                    stats.update(path.measure())
+                    if path is not None:
+                        stats.update(path.measure())
                     last_log, steps_at_log = now, self.env_steps
                 for _, episode_return, length in episodes:
                     on_log(
@@ -308,8 +312,9 @@ class A2CLearner:
                     )
                 on_log(self.env_steps, stats)
         summary.final_loss = self._close_path(on_partial)
-        path.finish(summary.final_loss)
-        summary.path = path.measure()
+        if path is not None:
+            path.finish(summary.final_loss)
+            summary.path = path.measure()
         summary.env_steps = self.env_steps - steps_at_start  # this call's, closing rollout included
         summary.updates = self.updates - updates_at_start
         summary.seconds = time.perf_counter() - start

@@ -61,7 +61,7 @@ def _add_evaluate_parsers(sub) -> None:
     )
     ev.add_argument("--init", required=True, metavar="RUN_OR_CHECKPOINT", help="[NAME:]PATH")
     ev.add_argument("--games", help="comma-separated games or gym ids (default: env.held_out)")
-    ev.add_argument("--steps", type=int, help="env_steps per run (default: a2c.steps_per_task)")
+    ev.add_argument("--steps", type=int, help="env_steps per run (default: steps_per_task)")
     ev.add_argument("--seeds", type=int, default=3, help="seeds 0..S-1, paired across methods")
     ev.add_argument(
         "--baseline",

@@ -8,6 +8,7 @@ the value. Glossary: `env_step` (agent steps), `update` (learner optimizer steps
 from __future__ import annotations
 
 import copy
+import math
 import reprlib
 import typing
 from pathlib import Path
@@ -62,6 +63,16 @@ NonNegativeFloat = Annotated[Float, Field(ge=0)]
 UnitFloat = Annotated[Float, Field(ge=0, le=1)]
 Count = Annotated[StrictInt, Field(ge=1)]
 Names = Annotated[tuple[StrictStr, ...], BeforeValidator(_one_or_many)]
+
+
+def _has_non_finite(value: Any) -> bool:
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    if isinstance(value, dict):
+        return any(_has_non_finite(v) for v in value.values())
+    if isinstance(value, list | tuple):
+        return any(_has_non_finite(v) for v in value)
+    return False
 
 
 def _unique(names: tuple[str, ...], field: str) -> None:
@@ -137,6 +148,30 @@ class A2CConfig(Section):
     torch_threads: Count = 1  # intra-op threads per learner
 
 
+class RLlibConfig(Section):
+    """The `rllib_ppo` learner (leap_ray/rllib_ppo.py): RLlib's PPO on its new API stack runs
+    each task inside the task worker's process. `training` passes through to
+    `PPOConfig.training(...)` (lr, num_epochs, minibatch_size, train_batch_size_per_learner, ...)
+    and `model` to the RLModule's `DefaultModelConfig` (fcnet_hiddens, conv_filters,
+    vf_share_layers, ...); RLlib itself checks both before Ray starts. Of the env section,
+    num_envs, grayscale, frame_stack, frame_skip, repeat_action_probability and reward_clip
+    apply; the rest of Atari's preprocessing is RLlib's `wrap_atari_for_new_api_stack`."""
+
+    steps_per_task: Count = 100_000  # env_steps per task, rounded up to whole PPO iterations
+    training: dict[StrictStr, Any] = Field(default_factory=dict)
+    model: dict[StrictStr, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _finite(self) -> RLlibConfig:
+        for section in ("training", "model"):
+            for key, value in getattr(self, section).items():
+                if _has_non_finite(value):
+                    raise ValueError(
+                        f"rllib.{section}.{key}: must be finite, got {short_repr(value)}"
+                    )
+        return self
+
+
 class MetaConfig(Section):
     """The meta-learner (worker side) and the meta-optimizer (server side)."""
 
@@ -180,8 +215,12 @@ class LoggingConfig(Section):
 
 
 class Config(Section):
+    # a2c: this project's A2C (leap_ray/a2c.py), the paper's learner and the fast one;
+    # rllib_ppo: RLlib's PPO, for users whose training runs are RLlib's (section `rllib`)
+    learner: Literal["a2c", "rllib_ppo"] = "a2c"
     env: EnvConfig = EnvConfig()
     a2c: A2CConfig = A2CConfig()
+    rllib: RLlibConfig = RLlibConfig()
     meta: MetaConfig = MetaConfig()
     resources: ResourcesConfig = ResourcesConfig()
     logging: LoggingConfig = LoggingConfig()
@@ -189,6 +228,11 @@ class Config(Section):
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON/YAML-safe data (tuples become lists)."""
         return self.model_dump(mode="json")
+
+    @property
+    def steps_per_task(self) -> int:
+        """env_steps per task of the configured learner."""
+        return self.rllib.steps_per_task if self.learner == "rllib_ppo" else self.a2c.steps_per_task
 
 
 # What a resumed run may change: how long it goes on, the meta learning rate (applied to the

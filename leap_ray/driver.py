@@ -22,7 +22,6 @@ from leap_ray.config import (
     Config,
     ConfigError,
     check_resumable,
-    check_worker_devices,
     config_from_dict,
 )
 from leap_ray.envs import training_games
@@ -33,6 +32,7 @@ from leap_ray.server import ParameterServer
 from leap_ray.tasks import (
     RunLock,
     TaskSpec,
+    check_learner,
     fresh_run_dir,
     initial_encoder,
     meta_batch_stats,
@@ -227,7 +227,7 @@ class MetaTrainingLoop:
             0,
             game,
             task_seed(self.cfg.meta.seed, task_id),
-            self.cfg.a2c.steps_per_task,
+            self.cfg.steps_per_task,
             self.dispatcher.version,
         )
         self.open[task_id] = spec
@@ -308,8 +308,8 @@ class MetaTrainingLoop:
 
 def prepare(cfg: Config, resume: str | None) -> tuple[Path, tuple, dict, dict | None]:
     """Everything that can fail on bad input, done before Ray starts."""
-    check_worker_devices(cfg)
     games = training_games(cfg.env)
+    check_learner(cfg, games)
     init = initial_encoder(cfg, games)
     checkpoint = None
     if resume:

@@ -27,7 +27,6 @@ from leap_ray.checkpoint import init_digest, load_checkpoint
 from leap_ray.config import (
     Config,
     ConfigError,
-    check_worker_devices,
     config_from_dict,
     load_config,
 )
@@ -36,7 +35,13 @@ from leap_ray.envs import observation_shape, training_games
 from leap_ray.games import resolve_game
 from leap_ray.logger import RunLogger
 from leap_ray.pool import WorkerPool
-from leap_ray.tasks import RunLock, check_encoder_fits, checkpoint_encoder, fresh_run_dir
+from leap_ray.tasks import (
+    RunLock,
+    check_encoder_fits,
+    check_learner,
+    checkpoint_encoder,
+    fresh_run_dir,
+)
 
 log = logging.getLogger(__name__)
 RANDOM = "random"  # the paper's "no pretraining": each seed's own freshly drawn encoder
@@ -134,7 +139,6 @@ def make_plan(
     if seeds < 1 or (steps is not None and steps < 1):
         raise ConfigError(f"--seeds and --steps must be >= 1, got {seeds} and {steps}")
     cfg = eval_config(init, config_path, list(overrides))
-    check_worker_devices(cfg)
     methods = [parse_method(init, need_label=False)]
     methods += [parse_method(spec, need_label=True) for spec in baselines]
     methods.sort(key=lambda m: m.name == RANDOM)  # last: paired differences read "X − random"
@@ -142,6 +146,7 @@ def make_plan(
     if len(set(names)) < len(names):
         raise ConfigError(f"method names must differ, got {names}; label them NAME:CHECKPOINT")
     resolved = resolve_games(cfg, list(games or cfg.env.held_out))
+    check_learner(cfg, tuple(resolved))
     check_shapes(cfg, resolved, methods)
     if out is None:
         root = Path(_path(init))
@@ -153,7 +158,7 @@ def make_plan(
             raise ConfigError(f"--resume: {out!r} is not the directory of a stopped evaluation")
     else:
         fresh_run_dir(out, "--out", "; add --resume to continue it")
-    steps = steps or cfg.a2c.steps_per_task
+    steps = steps or cfg.steps_per_task
     return EvalPlan(cfg, tuple(methods), resolved, tuple(range(seeds)), steps, Path(out))
 
 

@@ -12,6 +12,7 @@ from leap_ray.envs import training_games
 from leap_ray.logger import RunLogger
 from leap_ray.tasks import (
     RunLock,
+    check_learner,
     checkpoint_encoder,
     encoder_checkpoint,
     initial_encoder,
@@ -32,6 +33,7 @@ def finetune(
 
 def _finetune(cfg: Config, steps_per_game: int, run_dir: Path, command: str, resume: bool) -> Path:
     games = training_games(cfg.env)
+    check_learner(cfg, games)
     encoder, done = initial_encoder(cfg, games), 0
     if resume:
         encoder, done = resume_point(cfg, run_dir, games, steps_per_game)

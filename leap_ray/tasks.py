@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from leap_ray.a2c import LearnerSummary, make_learner
-from leap_ray.config import Config, ConfigError
+from leap_ray.config import Config, ConfigError, check_worker_devices
 from leap_ray.envs import observation_shape
 from leap_ray.meta import MetaInitialization, PartialMetaGradient
 from leap_ray.models import ActorCritic, encoder_state, make_encoder
@@ -54,23 +54,41 @@ def sample_games(cfg: Config, games: tuple[str, ...], draw: int, count: int) -> 
     return [games[i] for i in rng.choice(len(games), size=count, replace=replace)]
 
 
+def check_learner(cfg: Config, games: tuple[str, ...]) -> None:
+    """The learner's checks, before Ray starts: devices, and RLlib's own check of its config."""
+    check_worker_devices(cfg)
+    if cfg.learner == "rllib_ppo":
+        from leap_ray import rllib_ppo
+
+        rllib_ppo.check_rllib(cfg, games[0])
+
+
+def new_encoder(cfg: Config, game: str, seed: int) -> dict[str, np.ndarray]:
+    """The configured learner's encoder for `game`, freshly initialized from `seed`."""
+    if cfg.learner == "rllib_ppo":
+        from leap_ray import rllib_ppo  # RLlib is imported only by runs that use it
+
+        return rllib_ppo.new_encoder(cfg, game, seed)
+    torch.manual_seed(seed)
+    encoder = make_encoder(cfg.a2c.encoder, observation_shape(cfg.env, game))
+    return {name: p.detach().numpy().copy() for name, p in encoder.named_parameters()}
+
+
 def initial_encoder(cfg: Config, games: tuple[str, ...]) -> dict[str, np.ndarray]:
     """theta_0 of meta-training (and of the finetuning baseline): drawn from `meta.seed`."""
-    torch.manual_seed(cfg.meta.seed)
-    encoder = make_encoder(cfg.a2c.encoder, observation_shape(cfg.env, games[0]))
-    return {name: p.detach().numpy().copy() for name, p in encoder.named_parameters()}
+    return new_encoder(cfg, games[0], cfg.meta.seed)
 
 
 def check_encoder_fits(cfg: Config, games: tuple[str, ...], init: Encoder, what: str) -> None:
     """An initialization must fit the configured encoder on every game (observation shapes)."""
     got = {name: tuple(np.shape(value)) for name, value in init.items()}
+    encoder = f"a2c.encoder={cfg.a2c.encoder!r}" if cfg.learner == "a2c" else "RLlib's encoder"
     for game in games:
-        encoder = make_encoder(cfg.a2c.encoder, observation_shape(cfg.env, game))
-        want = {name: tuple(p.shape) for name, p in encoder.named_parameters()}
+        want = {name: np.shape(value) for name, value in new_encoder(cfg, game, 0).items()}
         if got != want:
             bad = next(n for n in sorted(want.keys() | got.keys()) if want.get(n) != got.get(n))
             raise ConfigError(
-                f"{what}: its encoder does not fit a2c.encoder={cfg.a2c.encoder!r} on {game} "
+                f"{what}: its encoder does not fit {encoder} on {game} "
                 f"({bad}: checkpoint {got.get(bad)}, config {want.get(bad)})"
             )
 
@@ -146,6 +164,10 @@ def run_meta_task(
 ) -> LearnerSummary:
     """One learning process of meta-training: a learner from initialization `spec.init_version`,
     its meta-learner streaming partials every `meta.stream_every` updates and at the end."""
+    if cfg.learner == "rllib_ppo":
+        from leap_ray import rllib_ppo
+
+        return rllib_ppo.run_meta_task(cfg, spec, init, on_partial, on_log)
     learner = make_learner(cfg, spec.game, spec.seed)
     try:
         learner.meta_learner.load(init, spec.init_version)
@@ -171,6 +193,10 @@ def run_transfer_task(
 ) -> tuple[LearnerSummary, dict[str, np.ndarray]]:
     """A fresh learner (new heads, no meta-learner) whose encoder starts from `init` (None: the
     seed's own random encoder). Returns its summary and its final encoder."""
+    if cfg.learner == "rllib_ppo":
+        from leap_ray import rllib_ppo
+
+        return rllib_ppo.run_transfer_task(cfg, game, seed, steps, init, on_log)
     learner = make_learner(cfg, game, seed, meta=False)
     try:
         if init is not None:

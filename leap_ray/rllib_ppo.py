@@ -1,0 +1,430 @@
+"""The `rllib_ppo` learner: RLlib's PPO on its new API stack runs a task, and the project's own
+meta-learner (`leap_ray.meta`: Leap or Reptile) reads its path from inside RLlib's Learner.
+
+One RLlib Algorithm per task, built in the calling process with no env-runner and no learner
+actors (`num_env_runners=0`, `num_learners=0`): the task worker stays one process, as with A2C.
+`LeapPPOLearner` subclasses RLlib's torch PPO learner and hands the meta-learner every optimizer
+step's (theta_i, l_i, g_i) from `compute_gradients`, the one place that holds all three: after
+backward, before RLlib clips the gradients (`postprocess_gradients`) and steps the optimizer.
+Only the RLModule's `encoder` is meta-learned; the policy and value heads are fresh per task.
+
+Atari goes through RLlib's own preprocessing (`wrap_atari_for_new_api_stack`: 84x84, frame max
+and skip, 30 random no-ops, a lost life ends an episode, FIRE on reset) with frames stacked by
+RLlib's connectors; rewards are clipped to +-env.reward_clip by gymnasium's `ClipReward`.
+Episode returns are recorded beneath all of that, so they are whole, unclipped games as with A2C.
+
+RLlib ships inside the `ray` package, so this module imports it; it never starts or calls Ray
+itself (RLlib starts a local Ray when a task runs outside one, as `train-task` does).
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import logging
+import math
+import time
+import warnings
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import ale_py
+import gymnasium as gym
+import numpy as np
+import torch
+from ray.rllib.algorithms.ppo import PPOConfig
+from ray.rllib.algorithms.ppo.torch.ppo_torch_learner import PPOTorchLearner
+from ray.rllib.connectors.env_to_module.frame_stacking import FrameStackingEnvToModule
+from ray.rllib.connectors.learner.frame_stacking import FrameStackingLearner
+from ray.rllib.core import DEFAULT_MODULE_ID
+from ray.rllib.core.rl_module.default_model_config import DefaultModelConfig
+from ray.rllib.env.wrappers.atari_wrappers import wrap_atari_for_new_api_stack
+from ray.tune.registry import register_env
+
+from leap_ray.a2c import LearnerDiverged, LearnerSummary, PathTracker
+from leap_ray.config import Config, ConfigError, short_repr
+from leap_ray.envs import make_gym
+from leap_ray.games import resolve_game
+from leap_ray.meta import PartialMetaGradient, PathMetaLearner, make_meta_learner
+
+ENCODER_PREFIX = "encoder."  # the RLModule's shared encoder (DefaultPPOTorchRLModule.encoder)
+Encoder = Mapping[str, np.ndarray]
+
+gym.register_envs(ale_py)
+# RLlib re-registers its env id for every Algorithm, and asks for a GPU monitor nobody needs
+warnings.filterwarnings("ignore", message=".*Overriding environment rllib-single-agent-env")
+logging.getLogger("ray.tune.utils.util").setLevel(logging.ERROR)
+
+
+# -- environments ------------------------------------------------------------------------------
+_EPISODES: dict[str, list[tuple[float, int]]] = {}  # per task token: (return, length) finished
+
+
+class GameRecorder(gym.Wrapper):
+    """Beneath every other wrapper: sums the real rewards of whole games (a game cut by a time
+    limit above it ends at the reset that follows) into `_EPISODES[token]`."""
+
+    def __init__(self, env: gym.Env, token: str, frames_per_step: int) -> None:
+        super().__init__(env)
+        self.token, self.frames_per_step = token, frames_per_step
+        self.total, self.frames = 0.0, 0
+
+    def _record(self) -> None:
+        if self.frames:
+            steps = math.ceil(self.frames / self.frames_per_step)
+            _EPISODES.setdefault(self.token, []).append((self.total, steps))
+        self.total, self.frames = 0.0, 0
+
+    def reset(self, **kwargs):
+        self._record()
+        return self.env.reset(**kwargs)
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        self.total += float(reward)
+        self.frames += 1
+        if terminated or truncated:
+            self._record()
+        return obs, reward, terminated, truncated, info
+
+
+def make_task_env(ctx: Mapping[str, Any]) -> gym.Env:
+    """The env of one task for RLlib's env runner: `ctx` holds the game, the suite and the env
+    settings (`_env_context`)."""
+    if ctx["suite"] == "atari":
+        raw = gym.make(
+            f"ALE/{ctx['game']}-v5",
+            frameskip=1,  # RLlib's wrapper skips (and max-pools) frames
+            repeat_action_probability=ctx["repeat_action_probability"],
+            full_action_space=False,
+        )
+        env = wrap_atari_for_new_api_stack(
+            GameRecorder(raw, ctx["token"], ctx["frame_skip"]),
+            dim=84,
+            frameskip=ctx["frame_skip"],
+            framestack=None,  # stacked by the connectors
+            grayscale=ctx["grayscale"],
+        )
+    else:
+        env = GameRecorder(make_gym(ctx["game"]), ctx["token"], 1)
+    clip = ctx["reward_clip"]
+    return gym.wrappers.ClipReward(env, -clip, clip)
+
+
+TASK_ENV = "leap_ray_task"  # RLlib takes a custom env by registered name only
+register_env(TASK_ENV, make_task_env)
+
+
+def _env_context(cfg: Config, game: str, token: str) -> dict[str, Any]:
+    env = cfg.env
+    return {
+        "suite": env.suite,
+        "game": resolve_game(game) if env.suite == "atari" else game,
+        "token": token,
+        "repeat_action_probability": env.repeat_action_probability,
+        "frame_skip": env.frame_skip,
+        "grayscale": env.grayscale,
+        "reward_clip": env.reward_clip,
+    }
+
+
+def _stack_env_to_module(env, spaces, device, *, frames: int):
+    return FrameStackingEnvToModule(num_frames=frames)
+
+
+def _stack_learner(obs_space, action_space, *, frames: int):
+    return FrameStackingLearner(num_frames=frames)
+
+
+# -- the algorithm -----------------------------------------------------------------------------
+_tokens = itertools.count()
+
+
+def ppo_config(cfg: Config, game: str, seed: int, token: str = "") -> PPOConfig:
+    """RLlib's PPOConfig of one task: in-process, the env settings mapped, `rllib.training` and
+    `rllib.model` passed through. RLlib's own errors (an unknown setting, a bad value) become
+    one-line `ConfigError`s naming the section."""
+    config = (
+        PPOConfig()
+        .api_stack(enable_rl_module_and_learner=True, enable_env_runner_and_connector_v2=True)
+        .environment(TASK_ENV, env_config=_env_context(cfg, game, token))
+        .env_runners(num_env_runners=0, num_envs_per_env_runner=cfg.env.num_envs)
+        .learners(num_learners=0, num_gpus_per_learner=0)
+        .debugging(seed=seed, log_level="ERROR")
+        .reporting(metrics_num_episodes_for_smoothing=1)
+    )
+    stacked = cfg.env.suite == "atari" and cfg.env.frame_stack > 1
+    if stacked:
+        frames = cfg.env.frame_stack
+        config.env_runners(
+            env_to_module_connector=functools.partial(_stack_env_to_module, frames=frames)
+        )
+    try:
+        config.training(
+            learner_class=LeapPPOLearner,
+            learner_connector=(
+                functools.partial(_stack_learner, frames=cfg.env.frame_stack) if stacked else None
+            ),
+            **cfg.rllib.training,
+        )
+    except TypeError as error:
+        raise ConfigError(f"rllib.training: not a PPO setting ({error})") from None
+    try:
+        config.rl_module(model_config=DefaultModelConfig(**cfg.rllib.model))
+    except TypeError as error:
+        raise ConfigError(f"rllib.model: not a DefaultModelConfig field ({error})") from None
+    return config
+
+
+def check_rllib(cfg: Config, game: str) -> None:
+    """RLlib's own validation of the task config, before any Ray starts."""
+    try:
+        ppo_config(cfg, game, seed=0).validate()
+    except ConfigError:
+        raise
+    except Exception as error:  # RLlib raises ValueError and friends with long texts
+        text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ConfigError(f"rllib: RLlib refuses the PPO config: {short_repr(text)}") from None
+
+
+class LeapPPOLearner(PPOTorchLearner):
+    """RLlib's torch PPO learner that shows every optimizer step to a `StepObserver`."""
+
+    observer: StepObserver | None = None
+
+    def compute_gradients(self, loss_per_module, **kwargs):
+        grads = super().compute_gradients(loss_per_module, **kwargs)
+        if self.observer is not None and grads:
+            self.observer.before_step(sum(loss_per_module.values()), self.module[DEFAULT_MODULE_ID])
+        return grads
+
+    def apply_gradients(self, gradients_dict) -> None:
+        super().apply_gradients(gradients_dict)
+        if self.observer is not None and gradients_dict:
+            self.observer.after_step(self.module[DEFAULT_MODULE_ID])
+
+
+class StepObserver:
+    """What the task does at each optimizer step: feed the meta-learner (after backward, before
+    clipping and the step), stream its partial every `stream_every` steps, measure the path."""
+
+    def __init__(
+        self,
+        game: str,
+        meta_learner: PathMetaLearner | None,
+        path: PathTracker,
+        on_partial: Callable[[PartialMetaGradient], None] | None,
+        stream_every: int,
+    ) -> None:
+        self.game, self.meta_learner, self.path = game, meta_learner, path
+        self.on_partial, self.stream_every = on_partial, stream_every
+        self.updates = 0
+        self.loss = float("nan")
+
+    def before_step(self, loss: torch.Tensor, module: torch.nn.Module) -> None:
+        self.loss = float(loss.detach())
+        if not math.isfinite(self.loss):
+            raise LearnerDiverged(
+                f"the PPO learner on {self.game} diverged: its loss is {self.loss} at update "
+                f"{self.updates + 1}; lower rllib.training.lr"
+            )
+        self.updates += 1
+        if self.meta_learner is not None:
+            self.meta_learner.update(loss, module)
+            if self.on_partial is not None and self.updates % self.stream_every == 0:
+                self.on_partial(self.meta_learner.take_partial(module))
+
+    def after_step(self, module: torch.nn.Module) -> None:
+        self.path.update(module, self.loss)
+
+
+def encoder_template(module: torch.nn.Module) -> dict[str, tuple[int, ...]]:
+    return {name: tuple(p.shape) for name, p in module.encoder.named_parameters()}
+
+
+def check_fits(module: torch.nn.Module, init: Encoder, game: str) -> None:
+    """The initialization must name exactly the RLModule's encoder parameters, shape for shape."""
+    want = encoder_template(module)
+    got = {name: tuple(np.shape(value)) for name, value in init.items()}
+    if got != want:
+        bad = next(n for n in sorted(want.keys() | got.keys()) if want.get(n) != got.get(n))
+        raise ConfigError(
+            f"the initialization does not fit RLlib's encoder on {game} ({bad}: "
+            f"initialization {got.get(bad)}, RLModule {want.get(bad)}); did rllib.model or the "
+            "env settings change since it was made?"
+        )
+
+
+class PPOTask:
+    """One RLlib PPO Algorithm on one game, its encoder started from a given initialization."""
+
+    def __init__(self, cfg: Config, game: str, seed: int) -> None:
+        torch.manual_seed(seed)
+        torch.set_num_threads(cfg.a2c.torch_threads)
+        self.cfg, self.game = cfg, game
+        self.token = f"{game}-{seed}-{next(_tokens)}"
+        self.algo = ppo_config(cfg, game, seed, self.token).build_algo()
+        learners = self.algo.learner_group.foreach_learner(lambda learner: learner)
+        self.learner: LeapPPOLearner = next(iter(learners)).get()
+        self.module = self.learner.module[DEFAULT_MODULE_ID]
+
+    def encoder(self) -> dict[str, np.ndarray]:
+        return {n: p.detach().numpy().copy() for n, p in self.module.encoder.named_parameters()}
+
+    def acting_encoder(self) -> dict[str, np.ndarray]:
+        """The encoder the env runner acts with (the test that it got the initialization)."""
+        module = self.algo.env_runner.module
+        return {n: p.detach().numpy().copy() for n, p in module.encoder.named_parameters()}
+
+    def load_encoder(self, init: Encoder) -> None:
+        """Into the learner's module, then to the env runner, which acts with its own copy."""
+        check_fits(self.module, init, self.game)
+        self.module.encoder.load_state_dict({n: torch.tensor(v) for n, v in init.items()})
+        self.algo.env_runner_group.sync_weights(
+            from_worker_or_learner_group=self.algo.learner_group, inference_only=True
+        )
+
+    def train(
+        self,
+        num_env_steps: int,
+        meta_learner: PathMetaLearner | None = None,
+        *,
+        stream_every: int = 0,
+        on_partial: Callable[[PartialMetaGradient], None] | None = None,
+        on_log: Callable[[int, dict[str, float]], None] | None = None,
+    ) -> LearnerSummary:
+        """PPO iterations until `num_env_steps` are sampled; then the meta-learner's path is
+        closed at theta_K (without a loss there: PPO's loss needs a new batch) and its last
+        partial sent."""
+        summary = LearnerSummary()
+        path = PathTracker(self.module)
+        observer = StepObserver(self.game, meta_learner, path, on_partial, stream_every)
+        self.learner.observer = observer
+        start = time.perf_counter()
+        env_steps = 0
+        _EPISODES.pop(self.token, None)
+        try:
+            while env_steps < num_env_steps:
+                began = time.perf_counter()
+                result = self.algo.train()
+                sampled = int(result["env_runners"]["num_env_steps_sampled_lifetime"])
+                rate = (sampled - env_steps) / max(time.perf_counter() - began, 1e-9)
+                env_steps = sampled
+                episodes = [(env_steps, r, n) for r, n in _EPISODES.pop(self.token, [])]
+                summary.episodes += episodes
+                if on_log is not None:
+                    for _, episode_return, length in episodes:
+                        on_log(
+                            env_steps,
+                            {
+                                "charts/episode_return": episode_return,
+                                "charts/episode_length": float(length),
+                            },
+                        )
+                    stats = result["learners"][DEFAULT_MODULE_ID]
+                    on_log(
+                        env_steps,
+                        {
+                            "losses/policy": float(stats["policy_loss"]),
+                            "losses/value": float(stats["vf_loss"]),
+                            "losses/entropy": float(stats["entropy"]),
+                            "losses/total": float(stats["total_loss"]),
+                            "losses/kl": float(stats["mean_kl_loss"]),
+                            "perf/env_steps_per_second": rate,
+                            **path.measure(),
+                        },
+                    )
+        finally:
+            self.learner.observer = None
+        if meta_learner is not None:
+            partial = meta_learner.finish_task(self.module)  # d_l = 0 on the last segment
+            if on_partial is not None:
+                on_partial(partial)
+        path.finish(float("nan"))
+        summary.path = path.measure()
+        summary.final_loss = observer.loss
+        summary.env_steps = env_steps
+        summary.updates = observer.updates
+        summary.seconds = time.perf_counter() - start
+        return summary
+
+    def close(self) -> None:
+        self.algo.stop()
+        _EPISODES.pop(self.token, None)
+
+
+def run_meta_task(
+    cfg: Config,
+    spec,  # tasks.TaskSpec
+    init: Encoder,
+    on_partial: Callable[[PartialMetaGradient], None],
+    on_log: Callable[[int, dict[str, float]], None] | None = None,
+) -> LearnerSummary:
+    """`tasks.run_meta_task` with this learner."""
+    task = PPOTask(cfg, spec.game, spec.seed)
+    try:
+        task.load_encoder(init)
+        m = cfg.meta
+        meta_learner = make_meta_learner(
+            m.algorithm,
+            init,
+            metric=m.metric,
+            loss_term=m.loss_term,
+            stabilizer=m.stabilizer,
+            prefix=ENCODER_PREFIX,
+        )
+        meta_learner.load(init, spec.init_version)
+        return task.train(
+            spec.env_steps,
+            meta_learner,
+            stream_every=m.stream_every,
+            on_partial=on_partial,
+            on_log=on_log,
+        )
+    finally:
+        task.close()
+
+
+def run_transfer_task(
+    cfg: Config,
+    game: str,
+    seed: int,
+    steps: int,
+    init: Encoder | None,
+    on_log: Callable[[int, dict[str, float]], None] | None = None,
+) -> tuple[LearnerSummary, dict[str, np.ndarray]]:
+    """`tasks.run_transfer_task` with this learner."""
+    task = PPOTask(cfg, game, seed)
+    try:
+        if init is not None:
+            task.load_encoder(init)
+        summary = task.train(steps, on_log=on_log)
+        return summary, task.encoder()
+    finally:
+        task.close()
+
+
+def task_spaces(cfg: Config, game: str) -> tuple[gym.Space, gym.Space]:
+    """The RLModule's observation and action spaces on `game`: the env's, its frames stacked
+    along the last axis as RLlib's frame-stacking connector does."""
+    env = make_task_env(_env_context(cfg, game, token="probe"))
+    obs, actions = env.observation_space, env.action_space
+    env.close()
+    _EPISODES.pop("probe", None)
+    if cfg.env.suite == "atari" and cfg.env.frame_stack > 1:
+        k = cfg.env.frame_stack
+        obs = gym.spaces.Box(
+            np.repeat(obs.low, k, axis=-1), np.repeat(obs.high, k, axis=-1), dtype=obs.dtype
+        )
+    return obs, actions
+
+
+def new_encoder(cfg: Config, game: str, seed: int) -> dict[str, np.ndarray]:
+    """An encoder as RLlib initializes it for `game`, drawn from `seed`, built without an
+    Algorithm (so without Ray): theta_0 of meta-training, and the template of its names."""
+    spec = ppo_config(cfg, game, seed).get_rl_module_spec(
+        spaces={DEFAULT_MODULE_ID: task_spaces(cfg, game)}
+    )
+    torch.manual_seed(seed)
+    module = spec.build()
+    return {n: p.detach().numpy().copy() for n, p in module.encoder.named_parameters()}
