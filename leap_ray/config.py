@@ -148,6 +148,36 @@ class A2CConfig(Section):
     torch_threads: Count = 1  # intra-op threads per learner
 
 
+# PPO settings whose bad values RLlib's own check lets through (they fail later, in a task
+# worker): name -> (lowest, whether the lowest is allowed, highest or None)
+PPO_RANGES: dict[str, tuple[float, bool, float | None]] = {
+    "lr": (0, False, None),
+    "num_epochs": (1, True, None),
+    "minibatch_size": (1, True, None),
+    "train_batch_size_per_learner": (1, True, None),
+    "gamma": (0, True, 1),
+    "lambda_": (0, True, 1),
+    "clip_param": (0, False, None),
+    "vf_clip_param": (0, False, None),
+    "entropy_coeff": (0, True, None),
+    "vf_loss_coeff": (0, True, None),
+    "kl_coeff": (0, True, None),
+    "kl_target": (0, False, None),
+    "grad_clip": (0, False, None),
+}
+
+
+def _check_range(field: str, value: Any) -> None:
+    low, inclusive, high = PPO_RANGES[field.rsplit(".", 1)[-1]]
+    if isinstance(value, list):  # a schedule, [[timestep, value], ...]: RLlib checks it
+        return
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"{field}: must be a number, got {short_repr(value)}")
+    if value < low or (value == low and not inclusive) or (high is not None and value > high):
+        bound = f"{'>=' if inclusive else '>'} {low}" + (f" and <= {high}" if high else "")
+        raise ValueError(f"{field}: must be {bound}, got {short_repr(value)}")
+
+
 class RLlibConfig(Section):
     """The `rllib_ppo` learner (leap_ray/rllib_ppo.py): RLlib's PPO on its new API stack runs
     each task inside the task worker's process. `training` passes through to
@@ -169,6 +199,11 @@ class RLlibConfig(Section):
                     raise ValueError(
                         f"rllib.{section}.{key}: must be finite, got {short_repr(value)}"
                     )
+        for key, value in self.training.items():
+            if key in ("learner_class", "learner_connector"):
+                raise ValueError(f"rllib.training.{key}: set by leap-ray, not by the config")
+            if key in PPO_RANGES and value is not None:
+                _check_range(f"rllib.training.{key}", value)
         return self
 
 

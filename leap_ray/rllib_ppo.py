@@ -42,7 +42,7 @@ from ray.rllib.env.wrappers.atari_wrappers import wrap_atari_for_new_api_stack
 from ray.tune.registry import register_env
 
 from leap_ray.a2c import LearnerDiverged, LearnerSummary, PathTracker
-from leap_ray.config import Config, ConfigError, short_repr
+from leap_ray.config import Config, ConfigError
 from leap_ray.envs import make_gym
 from leap_ray.games import resolve_game
 from leap_ray.meta import PartialMetaGradient, PathMetaLearner, make_meta_learner
@@ -159,14 +159,14 @@ def ppo_config(cfg: Config, game: str, seed: int, token: str = "") -> PPOConfig:
         config.env_runners(
             env_to_module_connector=functools.partial(_stack_env_to_module, frames=frames)
         )
+    config.learners(
+        learner_class=LeapPPOLearner,
+        learner_connector=(
+            functools.partial(_stack_learner, frames=cfg.env.frame_stack) if stacked else None
+        ),
+    )
     try:
-        config.training(
-            learner_class=LeapPPOLearner,
-            learner_connector=(
-                functools.partial(_stack_learner, frames=cfg.env.frame_stack) if stacked else None
-            ),
-            **cfg.rllib.training,
-        )
+        config.training(**cfg.rllib.training)
     except TypeError as error:
         raise ConfigError(f"rllib.training: not a PPO setting ({error})") from None
     try:
@@ -177,14 +177,19 @@ def ppo_config(cfg: Config, game: str, seed: int, token: str = "") -> PPOConfig:
 
 
 def check_rllib(cfg: Config, game: str) -> None:
-    """RLlib's own validation of the task config, before any Ray starts."""
-    try:
-        ppo_config(cfg, game, seed=0).validate()
-    except ConfigError:
-        raise
-    except Exception as error:  # RLlib raises ValueError and friends with long texts
-        text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ConfigError(f"rllib: RLlib refuses the PPO config: {short_repr(text)}") from None
+    """RLlib's own validation of the task config, and a build of its RLModule, before any Ray
+    starts (RLlib's messages are long: the first line is kept, at most 200 characters)."""
+    for what, check in (
+        ("refuses the PPO config", lambda: ppo_config(cfg, game, seed=0).validate()),
+        ("cannot build the RLModule", lambda: new_encoder(cfg, game, seed=0)),
+    ):
+        try:
+            check()
+        except ConfigError:
+            raise
+        except Exception as error:  # RLlib raises ValueError, TypeError, AssertionError...
+            lines = str(error).strip().splitlines() or [type(error).__name__]
+            raise ConfigError(f"rllib: RLlib {what}: {lines[0][:200]}") from None
 
 
 class LeapPPOLearner(PPOTorchLearner):
@@ -283,6 +288,9 @@ class PPOTask:
         self.algo.env_runner_group.sync_weights(
             from_worker_or_learner_group=self.algo.learner_group, inference_only=True
         )
+        acting = self.acting_encoder()
+        if not all(np.array_equal(acting[name], value) for name, value in init.items()):
+            raise RuntimeError(f"RLlib's env runner on {self.game} did not take the initialization")
 
     def train(
         self,

@@ -1,0 +1,152 @@
+"""The `rllib_ppo` learner on real RLlib PPO (new API stack) and a real local Ray: the partials a
+task streams equal Leap's sums recomputed from the recorded path, the env runner acts with the
+initialization it is given, and meta-training, resume and transfer evaluation run end to end."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from leap_ray.checkpoint import list_checkpoints, load_checkpoint
+from leap_ray.config import ConfigError, load_config
+from leap_ray.driver import train
+from leap_ray.meta import Leap
+from leap_ray.meta.partial import PartialSum
+from leap_ray.rllib_ppo import PPOTask, new_encoder
+from leap_ray.tasks import new_encoder as tasks_new_encoder
+from tests.events import scalar_counts
+
+GAME = "CartPole-v1?length=0.75&gravity=12.0"
+SMOKE = "configs/rllib_smoke.yaml"
+
+
+def rllib_config(tmp_path, *overrides):
+    return load_config(SMOKE, [f"logging.logdir={tmp_path}", *overrides])
+
+
+class RecordingLeap(Leap):
+    """The core Leap, recording what it is shown: (theta_i, l_i, g_i) per step, theta_K."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.steps: list[tuple[list[np.ndarray], float, list[np.ndarray]]] = []
+        self.final: list[np.ndarray] | None = None
+
+    def update(self, loss, module) -> None:
+        theta = [p.detach().numpy().astype(np.float64) for p in self._tracked(module)]
+        grads = [p.grad.detach().numpy().astype(np.float64) for p in self._tracked(module)]
+        self.steps.append((theta, float(loss.detach()), grads))
+        super().update(loss, module)
+
+    def finish_task(self, module, loss=None):
+        self.final = [p.detach().numpy().astype(np.float64) for p in self._tracked(module)]
+        return super().finish_task(module, loss)
+
+
+def reference_meta_gradient(steps, final, metric: str) -> list[np.ndarray]:
+    """Leap's sum in float64 from the brief's formula, the last segment without a loss change
+    (RLlib gives no loss at theta_K): -(d_theta + d_l g_i) [/ sqrt(|d_theta|^2 + d_l^2)],
+    d_l = -|l_{i+1} - l_i|."""
+    total = [np.zeros_like(t) for t in final]
+    for i, (theta, loss, grad) in enumerate(steps):
+        theta_next, loss_next = (final, loss) if i + 1 == len(steps) else steps[i + 1][:2]
+        d_theta = [b - a for a, b in zip(theta, theta_next, strict=True)]
+        d_loss = -abs(loss_next - loss)
+        scale = 1.0
+        if metric == "length":
+            scale = 1.0 / np.sqrt(sum(float((d * d).sum()) for d in d_theta) + d_loss**2)
+        for acc, d, g in zip(total, d_theta, grad, strict=True):
+            acc -= scale * (d + d_loss * g)
+    return total
+
+
+@pytest.mark.parametrize("metric", ["energy", "length"])
+def test_streamed_partials_equal_leap_on_the_recorded_path(ray_session, tmp_path, metric):
+    """RLlib clips gradients (global norm 0.05 here) after Leap has read them: Leap must see
+    g_i unclipped, and the partials streamed every 5 optimizer steps must sum to the formula."""
+    cfg = rllib_config(
+        tmp_path, "rllib.training.grad_clip=0.05", "rllib.training.grad_clip_by=global_norm"
+    )
+    task = PPOTask(cfg, GAME, seed=1)
+    try:
+        init = task.encoder()
+        leap = RecordingLeap(init, metric=metric, prefix="encoder.")
+        partials = []
+        summary = task.train(1024, leap, stream_every=5, on_partial=partials.append)
+    finally:
+        task.close()
+    updates = len(leap.steps)
+    assert summary.updates == updates >= 32  # 2 iterations x 4 epochs x >= 4 minibatches
+    assert len(partials) == updates // 5 + 1 and partials[-1].num_tasks == 1
+    grad_norms = [np.sqrt(sum(float((g * g).sum()) for g in grad)) for _, _, grad in leap.steps]
+    assert max(grad_norms) > 0.5, "Leap saw clipped gradients"
+    total = PartialSum()
+    for partial in partials:
+        total.add(partial)
+    streamed = total.result()
+    assert streamed.num_segments == updates and streamed.num_tasks == 1
+    want = reference_meta_gradient(leap.steps, leap.final, metric)
+    for name, expected in zip(init, want, strict=True):
+        got = streamed.grads[name].numpy()
+        np.testing.assert_allclose(got, expected, rtol=2e-4, atol=2e-5 * np.abs(expected).max())
+
+
+def test_the_env_runner_acts_with_the_initialization_it_is_given(ray_session, tmp_path):
+    cfg = rllib_config(tmp_path)
+    other = new_encoder(cfg, GAME, seed=7)
+    task = PPOTask(cfg, GAME, seed=1)
+    try:
+        before = task.acting_encoder()
+        assert any(not np.array_equal(before[n], other[n]) for n in other)
+        task.load_encoder(other)
+        for name, value in task.acting_encoder().items():
+            assert np.array_equal(value, other[name]), name
+        for name, p in task.module.encoder.named_parameters():
+            assert torch.equal(p.detach(), torch.from_numpy(other[name])), name
+    finally:
+        task.close()
+
+
+def test_an_initialization_for_another_encoder_is_refused(ray_session, tmp_path):
+    wide = new_encoder(rllib_config(tmp_path, "rllib.model.fcnet_hiddens=[32, 32]"), GAME, seed=0)
+    task = PPOTask(rllib_config(tmp_path), GAME, seed=1)
+    try:
+        with pytest.raises(ConfigError, match="does not fit RLlib's encoder"):
+            task.load_encoder(wide)
+    finally:
+        task.close()
+
+
+def test_meta_training_resume_and_transfer_end_to_end(ray_session, tmp_path):
+    """configs/rllib_smoke.yaml: 2 meta_steps move the initialization, with meta scalars in the
+    event files; --resume to 3 meta_steps equals a straight 3-step run bit for bit; then
+    `evaluate` transfers the result to a held-out member of the family."""
+    straight = train(rllib_config(tmp_path, "logging.run_name=straight", "meta.meta_steps=3"))
+    run = train(rllib_config(tmp_path, "logging.run_name=run"))
+    checkpoint = load_checkpoint(run)
+    assert checkpoint["meta_step"] == 2 and checkpoint["meta_init"]["version"] == 2
+    theta_0 = tasks_new_encoder(rllib_config(tmp_path), GAME, seed=0)
+    moved = checkpoint["meta_init"]["init"]
+    assert set(moved) == set(theta_0) and all(n.startswith("encoder.") for n in moved)
+    assert any(not np.allclose(moved[n].numpy(), theta_0[n]) for n in moved)
+    counts = scalar_counts(run)
+    for tag in ("meta/gradient_norm", "meta/task_path_length"):
+        assert counts[(tag, 1)] == 1 and counts[(tag, 2)] == 1, tag
+    rows = [json.loads(line) for line in (run / "tasks.jsonl").read_text().splitlines()]
+    assert len(rows) == 6 and all(row["episodes"] > 0 and row["updates"] > 0 for row in rows)
+
+    resumed = train(rllib_config(tmp_path, "meta.meta_steps=3"), resume=str(run))
+    assert [p.name for p in list_checkpoints(resumed)][-1] == "checkpoint-000003.pt"
+    final, expected = load_checkpoint(resumed), load_checkpoint(straight)
+    for name, tensor in expected["meta_init"]["init"].items():
+        assert torch.equal(final["meta_init"]["init"][name], tensor), name
+
+    from leap_ray.evaluate import evaluate, make_plan
+
+    out = tmp_path / "eval"
+    plan = make_plan(str(resumed), ["random"], None, 1024, 1, out=str(out))
+    evaluate(plan, command="test")
+    summary = (out / "summary.md").read_text()
+    for game in ("CartPole-v1?length=0.25", "CartPole-v1?gravity=15.0"):
+        assert game in summary
