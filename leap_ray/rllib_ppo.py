@@ -236,7 +236,7 @@ class StepObserver:
         self.updates += 1
         if self.meta_learner is not None:
             self.meta_learner.update(loss, module)
-            if self.on_partial is not None and self.updates % self.stream_every == 0:
+            if self.on_partial and self.stream_every and self.updates % self.stream_every == 0:
                 self.on_partial(self.meta_learner.take_partial(module))
 
     def after_step(self, module: torch.nn.Module) -> None:

@@ -1,9 +1,10 @@
 """The task layer (no Ray): what one learning process is and where a run's files go, shared by
 meta-training (driver and task workers), the finetuning baseline and transfer evaluation.
 
-Layers, one direction: core (`meta/`) <- learner (`a2c`, `envs`, `models`) <- tasks (this) <-
-Ray roles (`worker`, `server`, `pool`, `driver`, `evaluate`) <- CLI. A task runs here in any
-process; a worker only adds Ray around it.
+Layers, one direction: core (`meta/`) <- learner (`a2c`, `envs`, `models`; or `rllib_ppo`,
+imported only when `learner: rllib_ppo`: RLlib ships inside the `ray` package, but the module
+never calls Ray) <- tasks (this) <- Ray roles (`worker`, `server`, `pool`, `driver`,
+`evaluate`) <- CLI. A task runs here in any process; a worker only adds Ray around it.
 """
 
 from __future__ import annotations
