@@ -333,12 +333,18 @@ def summary_text(plan: EvalPlan, x: np.ndarray, by_game: dict) -> str:
         "# Transfer evaluation",
         "",
         f"{plan.steps} env_steps per run, seeds {list(plan.seeds)} (the same for every method), "
-        f"a2c.encoder={plan.cfg.a2c.encoder}, {len(x)} bins of {x[1] - x[0]:.0f} env_steps.",
+        f"{learner_name(plan.cfg)}, {len(x)} bins of {x[1] - x[0]:.0f} env_steps.",
         "",
         *(f"- `{m.name}`: {m.source}" for m in plan.methods),
     ]
     max_returns = {game: max_return(plan.cfg, game) for game in by_game}
     return curves.summary_markdown(header, x, by_game, max_returns, trained_on)
+
+
+def learner_name(cfg: Config) -> str:
+    if cfg.learner == "rllib_ppo":
+        return f"RLlib PPO learners (rllib.model={cfg.rllib.model})"
+    return f"A2C learners (a2c.encoder={cfg.a2c.encoder})"
 
 
 def evaluate(plan: EvalPlan, address: str | None = None, command: str = "evaluate") -> Path:

@@ -17,7 +17,7 @@ from leap_ray.rllib_ppo import PPOTask, new_encoder
 from leap_ray.tasks import new_encoder as tasks_new_encoder
 from tests.events import scalar_counts
 
-GAME = "CartPole-v1?length=0.75&gravity=12.0"
+GAME = "CartPole-v1?length=0.25"
 SMOKE = "configs/rllib_smoke.yaml"
 
 
@@ -148,5 +148,5 @@ def test_meta_training_resume_and_transfer_end_to_end(ray_session, tmp_path):
     plan = make_plan(str(resumed), ["random"], None, 1024, 1, out=str(out))
     evaluate(plan, command="test")
     summary = (out / "summary.md").read_text()
-    for game in ("CartPole-v1?length=0.25", "CartPole-v1?gravity=15.0"):
+    for game in ("CartPole-v1?length=0.75&gravity=12.0", "CartPole-v1?length=0.35&force_mag=7.0"):
         assert game in summary
