@@ -161,6 +161,10 @@ def main(argv: list[str] | None = None) -> int:
                 raise ConfigError(f"--steps: must be >= 1, got {args.steps}")
             from leap_ray.train_task import train_task
 
+            if cfg.learner == "rllib_ppo":  # RLlib needs a Ray: a local one, set up as train's
+                from leap_ray.driver import connect
+
+                connect(cfg, None)
             train_task(cfg, args.game, args.steps, args.seed, cfg.logging.logdir)
             return 0
         from leap_ray.driver import train

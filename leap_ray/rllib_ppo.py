@@ -361,6 +361,19 @@ class PPOTask:
         _EPISODES.pop(self.token, None)
 
 
+def meta_learner_for(cfg: Config, init: Encoder) -> PathMetaLearner:
+    """The configured meta-learner over the RLModule's encoder, its initialization `init`."""
+    m = cfg.meta
+    return make_meta_learner(
+        m.algorithm,
+        init,
+        metric=m.metric,
+        loss_term=m.loss_term,
+        stabilizer=m.stabilizer,
+        prefix=ENCODER_PREFIX,
+    )
+
+
 def run_meta_task(
     cfg: Config,
     spec,  # tasks.TaskSpec
@@ -372,20 +385,12 @@ def run_meta_task(
     task = PPOTask(cfg, spec.game, spec.seed)
     try:
         task.load_encoder(init)
-        m = cfg.meta
-        meta_learner = make_meta_learner(
-            m.algorithm,
-            init,
-            metric=m.metric,
-            loss_term=m.loss_term,
-            stabilizer=m.stabilizer,
-            prefix=ENCODER_PREFIX,
-        )
+        meta_learner = meta_learner_for(cfg, init)
         meta_learner.load(init, spec.init_version)
         return task.train(
             spec.env_steps,
             meta_learner,
-            stream_every=m.stream_every,
+            stream_every=cfg.meta.stream_every,
             on_partial=on_partial,
             on_log=on_log,
         )

@@ -1,8 +1,9 @@
-"""`train-task`: one A2C learner on one game, with Leap accumulating, no Ray. For trying a game,
-tuning the learner, or measuring it alone."""
+"""`train-task`: one learner on one game, with Leap accumulating, no Ray (the CLI starts a local
+one for RLlib's PPO). For trying a game, tuning the learner, or measuring it alone."""
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 from tqdm import tqdm
@@ -15,7 +16,17 @@ from leap_ray.tasks import run_name
 
 def train_task(cfg: Config, game: str, steps: int, seed: int, logdir: str) -> dict[str, float]:
     run_dir = Path(logdir) / run_name(cfg, f"train-task-{game.replace('/', '_')}-")
-    learner = make_learner(cfg, game, seed)
+    if cfg.learner == "rllib_ppo":  # in the local Ray the CLI started (RLlib needs one)
+        from leap_ray import rllib_ppo
+
+        task = rllib_ppo.PPOTask(cfg, game, seed)
+        meta_learner = rllib_ppo.meta_learner_for(cfg, task.encoder())
+        train = functools.partial(task.train, steps, meta_learner)
+        close = task.close
+    else:
+        learner = make_learner(cfg, game, seed)
+        train = functools.partial(learner.train, steps, log_every=10)
+        close = learner.envs.close
     logger = RunLogger(run_dir, cfg, f"train-task --game {game} --steps {steps} --seed {seed}")
     bar = tqdm(total=steps, unit="env_step", disable=not cfg.logging.progress)
     partial_norms: list[float] = []
@@ -28,21 +39,15 @@ def train_task(cfg: Config, game: str, steps: int, seed: int, logdir: str) -> di
 
     def on_partial(partial) -> None:
         partial_norms.append(partial.norm())
-        logger.scalars(learner.env_steps, {"meta/partial_norm": partial_norms[-1]})
+        logger.scalars(bar.n, {"meta/partial_norm": partial_norms[-1]})
 
     success = False
     try:
-        summary = learner.train(
-            steps,
-            stream_every=cfg.meta.stream_every,
-            on_partial=on_partial,
-            on_log=on_log,
-            log_every=10,
-        )
+        summary = train(stream_every=cfg.meta.stream_every, on_partial=on_partial, on_log=on_log)
         success = True
     finally:
         bar.close()
-        learner.envs.close()
+        close()
         logger.close(success)
     returns = [r for _, r, _ in summary.episodes]
     result = {

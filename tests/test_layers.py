@@ -6,6 +6,7 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "leap_ray"
 RAY_ROLES = {"worker.py", "server.py", "pool.py", "driver.py", "evaluate.py"}
+RLLIB_LEARNER = "rllib_ppo.py"  # a learner: imports RLlib, which ships inside the ray package
 RAY_FREE = [
     "meta",
     "models.py",
@@ -71,6 +72,29 @@ def test_ray_free_layers_import_no_ray_role():
             assert not leaked, f"{path.name} imports the Ray role(s) {sorted(leaked)}"
 
 
-def test_only_the_ray_roles_import_ray():
+def test_only_the_ray_roles_and_the_rllib_learner_import_ray():
     importers = {path.name for path in PACKAGE.rglob("*.py") if "ray" in imported_modules(path)}
-    assert importers == RAY_ROLES, importers
+    assert importers == RAY_ROLES | {RLLIB_LEARNER}, importers
+
+
+def test_the_rllib_learner_takes_only_rllib_from_ray():
+    names = set()
+    for node in ast.walk(ast.parse((PACKAGE / RLLIB_LEARNER).read_text())):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+    from_ray = {name for name in names if name.split(".")[0] == "ray"}
+    assert from_ray and all(n.startswith(("ray.rllib.", "ray.tune.registry")) for n in from_ray)
+    roles = {f"leap_ray.{name[:-3]}" for name in RAY_ROLES}
+    assert not names & roles, f"{RLLIB_LEARNER} imports the Ray role(s) {sorted(names & roles)}"
+
+
+def test_ray_free_layers_import_the_rllib_learner_only_inside_functions():
+    """An A2C run never imports RLlib: the task layer imports it only where it is used."""
+    for entry in RAY_FREE:
+        for path in files(entry):
+            for node in ast.parse(path.read_text()).body:  # module-level statements only
+                if isinstance(node, ast.ImportFrom):
+                    imported = {alias.name for alias in node.names} | {node.module or ""}
+                    assert not any("rllib_ppo" in name for name in imported), path.name

@@ -150,3 +150,20 @@ def test_meta_training_resume_and_transfer_end_to_end(ray_session, tmp_path):
     summary = (out / "summary.md").read_text()
     for game in ("CartPole-v1?length=0.75&gravity=12.0", "CartPole-v1?length=0.35&force_mag=7.0"):
         assert game in summary
+
+
+def test_train_task_runs_rllib_ppo_with_leap(tmp_path):
+    """`train-task` with the RLlib learner: one PPO task in a local Ray the CLI starts, Leap
+    streaming partials, the one-line summary, exit code 0."""
+    from tests.processes import run_cli
+
+    result = run_cli(
+        "train-task", "--config", SMOKE, "--game", "CartPole-v1", "--steps", "1024",
+        "--logdir", str(tmp_path),
+    )  # fmt: skip
+    assert result.returncode == 0, (result.stdout + result.stderr)[-2000:]
+    line = next(x for x in result.stdout.splitlines() if x.startswith("CartPole-v1: "))
+    summary = line.split("; ")[0].removeprefix("CartPole-v1: ")
+    fields = dict(item.split("=") for item in summary.split(", "))
+    assert int(fields["env_steps"]) >= 1024 and int(fields["updates"]) >= 32
+    assert int(fields["partials"]) == int(fields["updates"]) // 32 + 1  # stream_every 32, the last
