@@ -47,6 +47,14 @@ from leap_ray.envs import make_gym
 from leap_ray.games import resolve_game
 from leap_ray.meta import PartialMetaGradient, PathMetaLearner, make_meta_learner
 
+# TensorBoard names (as the A2C learner's) of RLlib's PPO learner statistics
+LOSS_STATS = {
+    "policy": "policy_loss",
+    "value": "vf_loss",
+    "entropy": "entropy",
+    "total": "total_loss",
+    "kl": "mean_kl_loss",
+}
 ENCODER_PREFIX = "encoder."  # the RLModule's shared encoder (DefaultPPOTorchRLModule.encoder)
 Encoder = Mapping[str, np.ndarray]
 
@@ -149,7 +157,8 @@ def ppo_config(cfg: Config, game: str, seed: int, token: str = "") -> PPOConfig:
         .api_stack(enable_rl_module_and_learner=True, enable_env_runner_and_connector_v2=True)
         .environment(TASK_ENV, env_config=_env_context(cfg, game, token))
         .env_runners(num_env_runners=0, num_envs_per_env_runner=cfg.env.num_envs)
-        .learners(num_learners=0, num_gpus_per_learner=0)
+        # the learner in this process, on the worker's GPU where Ray gave it one
+        .learners(num_learners=0, num_gpus_per_learner=int(cfg.resources.gpus_per_worker > 0))
         .debugging(seed=seed, log_level="ERROR")
         .reporting(metrics_num_episodes_for_smoothing=1)
     )
@@ -176,11 +185,16 @@ def ppo_config(cfg: Config, game: str, seed: int, token: str = "") -> PPOConfig:
     return config
 
 
+def _validate_without_gpus(cfg: Config, game: str) -> None:
+    """RLlib's check, on the driver: which GPU a worker gets is the worker's business."""
+    ppo_config(cfg, game, seed=0).learners(num_gpus_per_learner=0).validate()
+
+
 def check_rllib(cfg: Config, game: str) -> None:
     """RLlib's own validation of the task config, and a build of its RLModule, before any Ray
     starts (RLlib's messages are long: the first line is kept, at most 200 characters)."""
     for what, check in (
-        ("refuses the PPO config", lambda: ppo_config(cfg, game, seed=0).validate()),
+        ("refuses the PPO config", lambda: _validate_without_gpus(cfg, game)),
         ("cannot build the RLModule", lambda: new_encoder(cfg, game, seed=0)),
     ):
         try:
@@ -265,7 +279,7 @@ class PPOTask:
 
     def __init__(self, cfg: Config, game: str, seed: int) -> None:
         torch.manual_seed(seed)
-        torch.set_num_threads(cfg.a2c.torch_threads)
+        torch.set_num_threads(cfg.a2c.torch_threads)  # the one intra-op setting of both learners
         self.cfg, self.game = cfg, game
         self.token = f"{game}-{seed}-{next(_tokens)}"
         self.algo = ppo_config(cfg, game, seed, self.token).build_algo()
@@ -330,17 +344,14 @@ class PPOTask:
                             },
                         )
                     stats = result["learners"][DEFAULT_MODULE_ID]
+                    losses = {
+                        f"losses/{ours}": float(stats[theirs])
+                        for ours, theirs in LOSS_STATS.items()
+                        if theirs in stats
+                    }
                     on_log(
                         env_steps,
-                        {
-                            "losses/policy": float(stats["policy_loss"]),
-                            "losses/value": float(stats["vf_loss"]),
-                            "losses/entropy": float(stats["entropy"]),
-                            "losses/total": float(stats["total_loss"]),
-                            "losses/kl": float(stats["mean_kl_loss"]),
-                            "perf/env_steps_per_second": rate,
-                            **path.measure(),
-                        },
+                        {**losses, "perf/env_steps_per_second": rate, **path.measure()},
                     )
         finally:
             self.learner.observer = None
