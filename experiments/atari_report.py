@@ -1,6 +1,9 @@
-"""The reduced Atari experiment's record (experiments/atari_reduced.sh writes OUT; this reads it).
+"""A meta-training experiment's record: the reduced Atari experiment's (experiments/atari_reduced.sh
+writes OUT; this reads it), or any folder of meta-training runs and an `eval` folder.
 
     .venv/bin/python experiments/atari_report.py runs/atari-reduced [--results DIR]
+    .venv/bin/python experiments/atari_report.py runs/rllib-cartpole --methods leap leap-loss-term \
+        --results experiments/results/rllib_cartpole --title "Leap over RLlib PPO, CartPole family"
 
 Writes to DIR (default experiments/results/atari_reduced): `meta_training.png` and
 `meta_training.csv` (per meta_step and game, for Leap and Reptile: the task's path length and
@@ -76,7 +79,7 @@ def ratios(rows: list[dict], key: str) -> dict[str, dict[int, float]]:
 
 def figure(tasks: dict[str, list[dict]], scalars: dict[str, dict]) -> plt.Figure:
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
-    colors = {"leap": "tab:orange", "reptile": "tab:green"}
+    colors = {m: f"C{i + 1}" for i, m in enumerate(tasks)}
     for ax, key, title in (
         (axes[0], "path_length", "task path length / meta_step 0's"),
         (axes[2], "late_return", "task late return / meta_step 0's"),
@@ -111,8 +114,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out", type=Path, help="the experiment's folder (atari_reduced.sh OUT)")
     parser.add_argument("--results", type=Path, default=Path("experiments/results/atari_reduced"))
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), help="run folders in OUT")
+    parser.add_argument("--title", default="Reduced Atari experiment")
     args = parser.parse_args(argv)
-    missing = [m for m in (*METHODS, "eval") if not (args.out / m).is_dir()]
+    missing = [m for m in (*args.methods, "eval") if not (args.out / m).is_dir()]
     if missing:
         print(
             f"error: {args.out} lacks {', '.join(missing)}: run the experiment first",
@@ -121,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     args.results.mkdir(parents=True, exist_ok=True)
     tasks, scalars = {}, {}
-    for method in METHODS:
+    for method in args.methods:
         run = args.out / method
         batch = json.loads((run / "meta.json").read_text())["config"]["meta"]["meta_batch_size"]
         tasks[method] = task_rows(run, batch)
@@ -144,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
                         "" if r["late_return"] is None else f"{r['late_return']:.2f}",
                     ]
                 )
-    lines = ["# Reduced Atari experiment: the record", "", "## Meta-training", ""]
+    lines = [f"# {args.title}: the record", "", "## Meta-training", ""]
     lines += [
         "| method | meta_step | game | path length | late return |",
         "| --- | --- | --- | --- | --- |",

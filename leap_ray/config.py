@@ -212,7 +212,7 @@ class MetaConfig(Section):
 
     algorithm: Literal["leap", "reptile"] = "leap"
     metric: Literal["energy", "length"] = "energy"  # energy: the paper's Atari choice
-    loss_term: StrictBool = True
+    loss_term: StrictBool = True  # off by default for learner rllib_ppo (Config)
     stabilizer: StrictBool = True
     optimizer: Literal["adam", "sgd"] = "adam"  # over the initialization
     lr: PositiveFloat = 0.01
@@ -259,6 +259,18 @@ class Config(Section):
     meta: MetaConfig = MetaConfig()
     resources: ResourcesConfig = ResourcesConfig()
     logging: LoggingConfig = LoggingConfig()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _learner_defaults(cls, data: Any) -> Any:
+        """`meta.loss_term` defaults to off for `rllib_ppo`: PPO re-bases its loss on every
+        batch, so the loss differences Leap's term weighs are batch noise (EXPERIMENTS.md,
+        "Leap over RLlib PPO"). A config that sets it keeps its value."""
+        if isinstance(data, dict) and data.get("learner") == "rllib_ppo":
+            meta = data.get("meta", {})
+            if isinstance(meta, dict) and "loss_term" not in meta:
+                data = {**data, "meta": {**meta, "loss_term": False}}
+        return data
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON/YAML-safe data (tuples become lists)."""

@@ -167,3 +167,9 @@ def test_train_task_runs_rllib_ppo_with_leap(tmp_path):
     fields = dict(item.split("=") for item in summary.split(", "))
     assert int(fields["env_steps"]) >= 1024 and int(fields["updates"]) >= 32
     assert int(fields["partials"]) == int(fields["updates"]) // 32 + 1  # stream_every 32, the last
+
+
+def test_leaps_loss_term_defaults_off_for_ppo_and_a_set_value_is_kept():
+    assert load_config(None, ["learner=rllib_ppo"]).meta.loss_term is False
+    assert load_config(None, ["learner=rllib_ppo", "meta.loss_term=true"]).meta.loss_term is True
+    assert load_config(None, []).meta.loss_term is True  # A2C: the paper's Leap
