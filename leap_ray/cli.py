@@ -135,6 +135,15 @@ def _finetune(args: argparse.Namespace, cfg, command: str) -> int:
     return 0
 
 
+def _local_ray_for_rllib(cfg) -> None:
+    """The commands without Ray (finetune, train-task) run RLlib's PPO in a local Ray set up as
+    train's (dashboard on loopback, no metrics endpoint), not in the one RLlib would start."""
+    if cfg.learner == "rllib_ppo":
+        from leap_ray.driver import connect
+
+        connect(cfg, None)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
@@ -155,16 +164,14 @@ def main(argv: list[str] | None = None) -> int:
             cfg = load_config(args.config, overrides)
         check_logdir(cfg)
         if args.command == "finetune":
+            _local_ray_for_rllib(cfg)
             return _finetune(args, cfg, " ".join(argv))
         if args.command == "train-task":
             if args.steps < 1:
                 raise ConfigError(f"--steps: must be >= 1, got {args.steps}")
             from leap_ray.train_task import train_task
 
-            if cfg.learner == "rllib_ppo":  # RLlib needs a Ray: a local one, set up as train's
-                from leap_ray.driver import connect
-
-                connect(cfg, None)
+            _local_ray_for_rllib(cfg)
             train_task(cfg, args.game, args.steps, args.seed, cfg.logging.logdir)
             return 0
         from leap_ray.driver import train
