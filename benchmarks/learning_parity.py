@@ -274,7 +274,7 @@ def report(args: argparse.Namespace) -> None:
                     ms=3,
                     label=f"{impl} seed {seed}",
                     color=colours[impl],
-                    alpha=1.0 - 0.3 * seed,
+                    alpha=max(0.35, 1.0 - 0.2 * seed),
                 )
             ranges[impl] = [last_quarter(e, steps) for e in runs.values()]
         random = load_runs(f"random-{game}")
