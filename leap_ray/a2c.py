@@ -279,7 +279,7 @@ class A2CLearner:
         measure_path: bool = True,
     ) -> LearnerSummary:
         """Train for `num_env_steps`; closes the meta-learner's path and sends its last partial.
-        `measure_path=False` skips the `PathTracker` diagnostic (for measuring its cost)."""
+        `measure_path=False` skips the `PathTracker` diagnostic (`logging.measure_paths`)."""
         summary = LearnerSummary()
         per_update = self.cfg.unroll * self.envs.num_envs
         total_updates = max(1, math.ceil(num_env_steps / per_update))

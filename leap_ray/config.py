@@ -245,6 +245,10 @@ class LoggingConfig(Section):
     log_every: Count = 50  # learner updates between TensorBoard points of a task
     keep_checkpoints: Count = 3
     progress: StrictBool = True  # a progress bar on the terminal
+    # each task's path length, energy and distance travelled, measured at every update
+    # (`path/*`, `meta/task_path_*`): Leap's objective, read directly; it costs the A2C learner
+    # 1-6% of its env_steps/s (BENCHMARKS.md), less than noise for RLlib PPO
+    measure_paths: StrictBool = True
     dashboard: StrictBool = True  # start Ray's dashboard with a local Ray
     dashboard_host: StrictStr = "127.0.0.1"  # its bind address: loopback unless you mean it
 

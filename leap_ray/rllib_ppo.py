@@ -231,7 +231,7 @@ class StepObserver:
         self,
         game: str,
         meta_learner: PathMetaLearner | None,
-        path: PathTracker,
+        path: PathTracker | None,
         on_partial: Callable[[PartialMetaGradient], None] | None,
         stream_every: int,
     ) -> None:
@@ -254,7 +254,8 @@ class StepObserver:
                 self.on_partial(self.meta_learner.take_partial(module))
 
     def after_step(self, module: torch.nn.Module) -> None:
-        self.path.update(module, self.loss)
+        if self.path is not None:
+            self.path.update(module, self.loss)
 
 
 def encoder_template(module: torch.nn.Module) -> dict[str, tuple[int, ...]]:
@@ -319,7 +320,7 @@ class PPOTask:
         closed at theta_K (without a loss there: PPO's loss needs a new batch) and its last
         partial sent."""
         summary = LearnerSummary()
-        path = PathTracker(self.module)
+        path = PathTracker(self.module) if self.cfg.logging.measure_paths else None
         observer = StepObserver(self.game, meta_learner, path, on_partial, stream_every)
         self.learner.observer = observer
         start = time.perf_counter()
@@ -351,7 +352,11 @@ class PPOTask:
                     }
                     on_log(
                         env_steps,
-                        {**losses, "perf/env_steps_per_second": rate, **path.measure()},
+                        {
+                            **losses,
+                            "perf/env_steps_per_second": rate,
+                            **(path.measure() if path is not None else {}),
+                        },
                     )
         finally:
             self.learner.observer = None
@@ -359,8 +364,9 @@ class PPOTask:
             partial = meta_learner.finish_task(self.module)  # d_l = 0 on the last segment
             if on_partial is not None:
                 on_partial(partial)
-        path.finish(float("nan"))
-        summary.path = path.measure()
+        if path is not None:
+            path.finish(float("nan"))
+            summary.path = path.measure()
         summary.final_loss = observer.loss
         summary.env_steps = env_steps
         summary.updates = observer.updates

@@ -179,6 +179,7 @@ def run_meta_task(
             on_partial=on_partial,
             on_log=on_log,
             log_every=cfg.logging.log_every,
+            measure_path=cfg.logging.measure_paths,
         )
     finally:
         learner.envs.close()
@@ -202,7 +203,12 @@ def run_transfer_task(
     try:
         if init is not None:
             load_encoder(learner.model, init)
-        summary = learner.train(steps, on_log=on_log, log_every=cfg.logging.log_every)
+        summary = learner.train(
+            steps,
+            on_log=on_log,
+            log_every=cfg.logging.log_every,
+            measure_path=cfg.logging.measure_paths,
+        )
     finally:
         learner.envs.close()
     return summary, {name: t.numpy() for name, t in encoder_state(learner.model).items()}

@@ -25,7 +25,9 @@ def train_task(cfg: Config, game: str, steps: int, seed: int, logdir: str) -> di
         close = task.close
     else:
         learner = make_learner(cfg, game, seed)
-        train = functools.partial(learner.train, steps, log_every=10)
+        train = functools.partial(
+            learner.train, steps, log_every=10, measure_path=cfg.logging.measure_paths
+        )
         close = learner.envs.close
     logger = RunLogger(run_dir, cfg, f"train-task --game {game} --steps {steps} --seed {seed}")
     bar = tqdm(total=steps, unit="env_step", disable=not cfg.logging.progress)

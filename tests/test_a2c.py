@@ -249,3 +249,31 @@ def test_atari_partials_stream_and_sum_to_the_one_shot_meta_gradient(precision):
 def test_unknown_game_suggests_close_matches():
     with pytest.raises(ValueError, match="did you mean: Pong"):
         make_learner(atari_config(), "Pongg", seed=0)
+
+
+@pytest.mark.parametrize("measure", [True, False])
+def test_logging_measure_paths_switches_the_path_diagnostic(measure):
+    """`logging.measure_paths`: the path's length, energy and distance in the task's summary
+    and its logged rows, or none of them (and the same learning otherwise)."""
+    from leap_ray.tasks import run_transfer_task
+
+    cfg = load_config(
+        None,
+        [
+            "env.suite=gym",
+            "env.games=[CartPole-v1]",
+            "env.held_out=[]",
+            "env.num_envs=4",
+            "a2c.encoder=mlp",
+            "logging.log_every=5",
+            f"logging.measure_paths={str(measure).lower()}",
+        ],
+    )
+    rows: list[dict] = []
+    summary, _ = run_transfer_task(cfg, "CartPole-v1", 0, 400, None, lambda _, r: rows.append(r))
+    keys = {"path/length", "path/energy", "path/distance_from_init"}
+    logged = set().union(*rows)
+    if measure:
+        assert set(summary.path) == keys and keys <= logged and summary.path["path/length"] > 0
+    else:
+        assert summary.path == {} and not keys & logged
