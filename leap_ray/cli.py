@@ -46,7 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="Ray address ('auto' joins a running cluster); "
         "default: RAY_ADDRESS, else a new local Ray",
     )
-    task = sub.add_parser("train-task", help="train one A2C learner on one game (no Ray)")
+    task = sub.add_parser(
+        "train-task", help="train one learner on one game (no Ray; RLlib's PPO: a local one)"
+    )
     _add_config_args(task, required=False)
     task.add_argument("--game", required=True, help="Atari game (e.g. Pong) or gym id")
     task.add_argument("--steps", type=int, required=True, help="env_steps to train")
