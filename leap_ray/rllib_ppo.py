@@ -258,6 +258,10 @@ class StepObserver:
             self.path.update(module, self.loss)
 
 
+def encoder_arrays(module: torch.nn.Module) -> dict[str, np.ndarray]:
+    return {n: p.detach().cpu().numpy().copy() for n, p in module.encoder.named_parameters()}
+
+
 def encoder_template(module: torch.nn.Module) -> dict[str, tuple[int, ...]]:
     return {name: tuple(p.shape) for name, p in module.encoder.named_parameters()}
 
@@ -289,12 +293,11 @@ class PPOTask:
         self.module = self.learner.module[DEFAULT_MODULE_ID]
 
     def encoder(self) -> dict[str, np.ndarray]:
-        return {n: p.detach().numpy().copy() for n, p in self.module.encoder.named_parameters()}
+        return encoder_arrays(self.module)
 
     def acting_encoder(self) -> dict[str, np.ndarray]:
         """The encoder the env runner acts with (the test that it got the initialization)."""
-        module = self.algo.env_runner.module
-        return {n: p.detach().numpy().copy() for n, p in module.encoder.named_parameters()}
+        return encoder_arrays(self.algo.env_runner.module)
 
     def load_encoder(self, init: Encoder) -> None:
         """Into the learner's module, then to the env runner, which acts with its own copy."""
@@ -457,4 +460,4 @@ def new_encoder(cfg: Config, game: str, seed: int) -> dict[str, np.ndarray]:
     )
     torch.manual_seed(seed)
     module = spec.build()
-    return {n: p.detach().numpy().copy() for n, p in module.encoder.named_parameters()}
+    return encoder_arrays(module)

@@ -173,3 +173,15 @@ def test_leaps_loss_term_defaults_off_for_ppo_and_a_set_value_is_kept():
     assert load_config(None, ["learner=rllib_ppo"]).meta.loss_term is False
     assert load_config(None, ["learner=rllib_ppo", "meta.loss_term=true"]).meta.loss_term is True
     assert load_config(None, []).meta.loss_term is True  # A2C: the paper's Leap
+
+
+def test_a_diverging_ppo_learner_is_named_with_its_game_and_step(ray_session, tmp_path):
+    """Through RLlib's Algorithm the same `LearnerDiverged` as A2C's (not retried by the driver)."""
+    from leap_ray.a2c import LearnerDiverged
+
+    task = PPOTask(rllib_config(tmp_path, "rllib.training.lr=1.0e+6"), GAME, seed=1)
+    try:
+        with pytest.raises(LearnerDiverged, match=r"PPO learner on CartPole.* diverged.*update"):
+            task.train(4096)
+    finally:
+        task.close()
