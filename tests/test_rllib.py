@@ -119,11 +119,15 @@ def test_an_initialization_for_another_encoder_is_refused(ray_session, tmp_path)
 
 
 def test_meta_training_resume_and_transfer_end_to_end(ray_session, tmp_path):
-    """configs/rllib_smoke.yaml: 2 meta_steps move the initialization, with meta scalars in the
-    event files; --resume to 3 meta_steps equals a straight 3-step run bit for bit; then
-    `evaluate` transfers the result to a held-out member of the family."""
-    straight = train(rllib_config(tmp_path, "logging.run_name=straight", "meta.meta_steps=3"))
-    run = train(rllib_config(tmp_path, "logging.run_name=run"))
+    """configs/rllib_smoke.yaml with 2,048-env_step tasks: 2 meta_steps move the
+    initialization, with meta scalars in the event files; --resume to 3 meta_steps equals a
+    straight 3-step run bit for bit; then `evaluate` transfers the result to a held-out member
+    of the family."""
+    short = "rllib.steps_per_task=2048"  # 4 PPO iterations per task
+    straight = train(
+        rllib_config(tmp_path, short, "logging.run_name=straight", "meta.meta_steps=3")
+    )
+    run = train(rllib_config(tmp_path, short, "logging.run_name=run"))
     checkpoint = load_checkpoint(run)
     assert checkpoint["meta_step"] == 2 and checkpoint["meta_init"]["version"] == 2
     theta_0 = tasks_new_encoder(rllib_config(tmp_path), GAME, seed=0)
@@ -136,7 +140,7 @@ def test_meta_training_resume_and_transfer_end_to_end(ray_session, tmp_path):
     rows = [json.loads(line) for line in (run / "tasks.jsonl").read_text().splitlines()]
     assert len(rows) == 6 and all(row["episodes"] > 0 and row["updates"] > 0 for row in rows)
 
-    resumed = train(rllib_config(tmp_path, "meta.meta_steps=3"), resume=str(run))
+    resumed = train(rllib_config(tmp_path, short, "meta.meta_steps=3"), resume=str(run))
     assert [p.name for p in list_checkpoints(resumed)][-1] == "checkpoint-000003.pt"
     final, expected = load_checkpoint(resumed), load_checkpoint(straight)
     for name, tensor in expected["meta_init"]["init"].items():
