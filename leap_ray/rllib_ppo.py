@@ -59,9 +59,23 @@ ENCODER_PREFIX = "encoder."  # the RLModule's shared encoder (DefaultPPOTorchRLM
 Encoder = Mapping[str, np.ndarray]
 
 gym.register_envs(ale_py)
-# RLlib re-registers its env id for every Algorithm, and asks for a GPU monitor nobody needs
+
+# Notices RLlib 2.60 prints for every Algorithm whatever the config, about its own internals:
+# its env id re-registered, a GPU monitor, the new API stack being the default (it is asked for
+# explicitly), and the deprecated way its own PPO builds its RLModule
 warnings.filterwarnings("ignore", message=".*Overriding environment rllib-single-agent-env")
 logging.getLogger("ray.tune.utils.util").setLevel(logging.ERROR)
+
+
+class _DropNotices(logging.Filter):
+    NOTICES = ("You are running PPO on the new API stack", "RLModule(config=[RLModuleConfig")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not any(notice in record.getMessage() for notice in self.NOTICES)
+
+
+for _name in ("ray.rllib", "ray.rllib.algorithms.algorithm_config", "ray._common.deprecation"):
+    logging.getLogger(_name).addFilter(_DropNotices())
 
 
 # -- environments ------------------------------------------------------------------------------
