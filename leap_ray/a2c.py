@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from leap_ray.config import A2CConfig, Config, EnvConfig
+from leap_ray.config import A2CConfig, Config, EnvConfig, MetaConfig
 from leap_ray.envs import VectorTask
 from leap_ray.games import fire_action
 from leap_ray.meta import PartialMetaGradient, PathMetaLearner, make_meta_learner
@@ -384,6 +384,22 @@ class PathTracker:
         }
 
 
+def configured_meta_learner(
+    m: MetaConfig, init, *, prefix: str, borrow_grads: bool = False
+) -> PathMetaLearner:
+    """The meta-learner (Leap or Reptile) that `m` configures, its initialization `init`,
+    tracking a module's parameters named `prefix + name`: one mapping for both learners."""
+    return make_meta_learner(
+        m.algorithm,
+        init,
+        metric=m.metric,
+        loss_term=m.loss_term,
+        stabilizer=m.stabilizer,
+        prefix=prefix,
+        borrow_grads=borrow_grads,
+    )
+
+
 def make_learner(cfg: Config, game: str, seed: int, *, meta: bool = True) -> A2CLearner:
     """A learner on `game` with a fresh model (heads sized to the game) and, if `meta`, a
     meta-learner over its encoder whose initialization is the model's own until `load`ed."""
@@ -393,13 +409,9 @@ def make_learner(cfg: Config, game: str, seed: int, *, meta: bool = True) -> A2C
     model = ActorCritic(make_encoder(cfg.a2c.encoder, envs.obs_shape), envs.num_actions)
     meta_learner = None
     if meta:
-        m = cfg.meta
-        meta_learner = make_meta_learner(
-            m.algorithm,
+        meta_learner = configured_meta_learner(
+            cfg.meta,
             model.encoder,
-            metric=m.metric,
-            loss_term=m.loss_term,
-            stabilizer=m.stabilizer,
             prefix=ENCODER_PREFIX,
             # `update` replaces .grad every update; only clipping would change it in place
             borrow_grads=cfg.a2c.max_grad_norm == 0,

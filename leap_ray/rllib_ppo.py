@@ -14,7 +14,8 @@ RLlib's connectors; rewards are clipped to +-env.reward_clip by gymnasium's `Cli
 Episode returns are recorded beneath all of that, so they are whole, unclipped games as with A2C.
 
 RLlib ships inside the `ray` package, so this module imports it; it never starts or calls Ray
-itself (RLlib starts a local Ray when a task runs outside one, as `train-task` does).
+itself: a task runs in a task worker, or in the local Ray the CLI starts for `train-task` and
+`finetune`.
 """
 
 from __future__ import annotations
@@ -41,11 +42,12 @@ from ray.rllib.core.rl_module.default_model_config import DefaultModelConfig
 from ray.rllib.env.wrappers.atari_wrappers import wrap_atari_for_new_api_stack
 from ray.tune.registry import register_env
 
-from leap_ray.a2c import LearnerDiverged, LearnerSummary, PathTracker
+from leap_ray.a2c import LearnerDiverged, LearnerSummary, PathTracker, configured_meta_learner
 from leap_ray.config import Config, ConfigError
 from leap_ray.envs import make_gym
 from leap_ray.games import resolve_game
-from leap_ray.meta import PartialMetaGradient, PathMetaLearner, make_meta_learner
+from leap_ray.meta import PartialMetaGradient, PathMetaLearner
+from leap_ray.models import shape_mismatch
 
 # TensorBoard names (as the A2C learner's) of RLlib's PPO learner statistics
 LOSS_STATS = {
@@ -276,16 +278,12 @@ def encoder_arrays(module: torch.nn.Module) -> dict[str, np.ndarray]:
     return {n: p.detach().cpu().numpy().copy() for n, p in module.encoder.named_parameters()}
 
 
-def encoder_template(module: torch.nn.Module) -> dict[str, tuple[int, ...]]:
-    return {name: tuple(p.shape) for name, p in module.encoder.named_parameters()}
-
-
 def check_fits(module: torch.nn.Module, init: Encoder, game: str) -> None:
     """The initialization must name exactly the RLModule's encoder parameters, shape for shape."""
-    want = encoder_template(module)
+    want = {name: tuple(p.shape) for name, p in module.encoder.named_parameters()}
     got = {name: tuple(np.shape(value)) for name, value in init.items()}
-    if got != want:
-        bad = next(n for n in sorted(want.keys() | got.keys()) if want.get(n) != got.get(n))
+    bad = shape_mismatch(want, got)
+    if bad is not None:
         raise ConfigError(
             f"the initialization does not fit RLlib's encoder on {game} ({bad}: "
             f"initialization {got.get(bad)}, RLModule {want.get(bad)}); did rllib.model or the "
@@ -397,15 +395,7 @@ class PPOTask:
 
 def meta_learner_for(cfg: Config, init: Encoder) -> PathMetaLearner:
     """The configured meta-learner over the RLModule's encoder, its initialization `init`."""
-    m = cfg.meta
-    return make_meta_learner(
-        m.algorithm,
-        init,
-        metric=m.metric,
-        loss_term=m.loss_term,
-        stabilizer=m.stabilizer,
-        prefix=ENCODER_PREFIX,
-    )
+    return configured_meta_learner(cfg.meta, init, prefix=ENCODER_PREFIX)
 
 
 def run_meta_task(

@@ -25,7 +25,7 @@ from leap_ray.a2c import LearnerSummary, make_learner
 from leap_ray.config import Config, ConfigError, check_worker_devices
 from leap_ray.envs import observation_shape
 from leap_ray.meta import MetaInitialization, PartialMetaGradient
-from leap_ray.models import ActorCritic, encoder_state, make_encoder
+from leap_ray.models import ActorCritic, encoder_state, make_encoder, shape_mismatch
 
 Encoder = Mapping[str, np.ndarray]  # encoder parameter name (without "encoder.") -> values
 
@@ -86,8 +86,8 @@ def check_encoder_fits(cfg: Config, games: tuple[str, ...], init: Encoder, what:
     encoder = f"a2c.encoder={cfg.a2c.encoder!r}" if cfg.learner == "a2c" else "RLlib's encoder"
     for game in games:
         want = {name: np.shape(value) for name, value in new_encoder(cfg, game, 0).items()}
-        if got != want:
-            bad = next(n for n in sorted(want.keys() | got.keys()) if want.get(n) != got.get(n))
+        bad = shape_mismatch(want, got)
+        if bad is not None:
             raise ConfigError(
                 f"{what}: its encoder does not fit {encoder} on {game} "
                 f"({bad}: checkpoint {got.get(bad)}, config {want.get(bad)})"
