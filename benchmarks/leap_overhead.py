@@ -13,9 +13,9 @@ import platform
 import torch
 
 from benchmarks.timing import median_seconds
+from leap_ray.learners.a2c.networks import ActorCritic, make_encoder
+from leap_ray.learners.a2c.rmsprop import RMSProp
 from leap_ray.meta import make_meta_learner
-from leap_ray.models import ActorCritic, make_encoder
-from leap_ray.rmsprop import RMSProp
 
 
 def main() -> None:

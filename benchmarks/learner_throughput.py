@@ -24,9 +24,9 @@ from collections.abc import Callable
 import torch
 
 from benchmarks.timing import median_seconds
-from leap_ray.a2c import make_learner
 from leap_ray.config import load_config
-from leap_ray.models import ActorCritic, make_encoder
+from leap_ray.learners.a2c.learning import make_learner
+from leap_ray.learners.a2c.networks import ActorCritic, make_encoder
 
 ENVS, UNROLL = 16, 5
 BATCH = ENVS * UNROLL

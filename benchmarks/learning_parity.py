@@ -44,8 +44,8 @@ MATCHED_CONFIG = "configs/atari_sb3.yaml"  # ours at SB3's settings
 
 # -- one run, in its own process -------------------------------------------------------------------
 def run_ours(game: str, seed: int, steps: int, csv_path: Path, config: str | None) -> dict:
-    from leap_ray.a2c import make_learner
     from leap_ray.config import load_config
+    from leap_ray.learners.a2c.learning import make_learner
 
     cfg = load_config(config or MATCHED_CONFIG)
     learner = make_learner(cfg, game, seed)
@@ -112,7 +112,7 @@ def run_sb3(game: str, seed: int, steps: int, csv_path: Path) -> dict:
 def run_random(game: str, seed: int, steps: int, csv_path: Path) -> dict:
     """Uniform random actions through our environments (the paper's settings), same CSV."""
     from leap_ray.config import load_config
-    from leap_ray.envs import VectorTask
+    from leap_ray.learners.a2c.envs import VectorTask
 
     cfg = load_config("configs/atari27.yaml")
     task = VectorTask(game, cfg.env, seed, groups=1)

@@ -19,10 +19,11 @@ import time
 
 import ray
 
-from leap_ray.a2c import make_learner
 from leap_ray.config import load_config
+from leap_ray.learners.a2c.learning import make_learner
+from leap_ray.learners.base import ENCODER_PREFIX
+from leap_ray.learners.rllib_ppo import PPOTask
 from leap_ray.meta import make_meta_learner
-from leap_ray.rllib_ppo import ENCODER_PREFIX, PPOTask
 
 SETTINGS = [  # configs/rllib_atari.yaml with a smaller batch, so that windows are short
     "env.num_envs=8",

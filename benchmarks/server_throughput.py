@@ -21,10 +21,10 @@ import ray
 import torch
 
 from leap_ray.config import Config, load_config
-from leap_ray.ledger import PartialMessage
+from leap_ray.distributed.ledger import PartialMessage
+from leap_ray.distributed.server import ParameterServer
+from leap_ray.learners.a2c.networks import make_encoder
 from leap_ray.meta import PartialMetaGradient
-from leap_ray.models import make_encoder
-from leap_ray.server import ParameterServer
 
 
 def nature_shapes() -> dict[str, tuple[int, ...]]:

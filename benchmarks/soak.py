@@ -26,11 +26,12 @@ import ray
 import torch
 
 from leap_ray.config import load_config
-from leap_ray.envs import training_games
-from leap_ray.ledger import PartialMessage
+from leap_ray.distributed.ledger import PartialMessage
+from leap_ray.distributed.server import ParameterServer
+from leap_ray.learners import initial_encoder, learner_for
 from leap_ray.meta import PartialMetaGradient
-from leap_ray.server import ParameterServer
-from leap_ray.tasks import TaskSpec, initial_encoder, run_meta_task
+from leap_ray.suites import training_games
+from leap_ray.tasks import TaskSpec
 
 SAMPLE_EVERY = 50_000
 WARM_UP = 0.2
@@ -74,7 +75,7 @@ def soak_worker(config: str, steps: int) -> None:
 
     start = time.perf_counter()
     spec = TaskSpec(0, 0, "Pong", 0, steps, 0)
-    summary = run_meta_task(cfg, spec, init, on_partial, on_log)
+    summary = learner_for(cfg).run_meta_task(cfg, spec, init, on_partial, on_log)
     seconds = time.perf_counter() - start
     print(
         f"worker: {summary.env_steps:,} env_steps of Pong ({config}) in {seconds:.0f} s "

@@ -1,7 +1,12 @@
 """Checkpoints: written to a temporary file and renamed (a half-written file is never picked up),
 read with `weights_only=True` (no code from a checkpoint is ever run). A file is one header line
 holding the SHA-256 of the torch payload that follows it, checked on load: a flipped byte, a
-truncated copy or a foreign file is a one-line error naming the file, never a silent load."""
+truncated copy or a foreign file is a one-line error naming the file, never a silent load.
+
+One builder (`checkpoint_state`) makes the state of every run kind: a meta-training run (the
+parameter server saves it, its driver's progress under `progress`) and a finetuning run (an
+encoder and how many games are done). The kind is recorded as `kind`. Checkpoints of format 1
+(kind told apart by a `driver` key) load as their format-2 equivalent."""
 
 from __future__ import annotations
 
@@ -11,17 +16,67 @@ import os
 import pickle
 import re
 import zipfile
+from collections.abc import Mapping
 from pathlib import Path
 
+import numpy as np
 import torch
 
+from leap_ray.config import Config
+from leap_ray.errors import CheckpointError
+from leap_ray.meta import MetaInitialization, check_meta_state
+
 PATTERN = re.compile(r"^checkpoint-(\d{6})\.pt$")
-REQUIRED = ("meta_init", "meta_step", "ledger", "config", "torch_rng", "driver")
+FORMAT = 2
+REQUIRED = ("kind", "meta_init", "meta_step", "ledger", "config", "torch_rng", "progress")
+REQUIRED_V1 = ("meta_init", "meta_step", "ledger", "config", "torch_rng", "driver")
 MAGIC = b"leap-ray checkpoint sha256="  # then 64 hex digits and a newline
+META_TRAINING, FINETUNE = "meta_training", "finetune"  # the run kinds
+KINDS = (META_TRAINING, FINETUNE)
 
 
-class CheckpointError(ValueError):
-    """A one-line reason a checkpoint cannot be used."""
+def checkpoint_state(
+    kind: str, meta_init: dict, meta_step: int, ledger: dict, config: dict, progress: Mapping
+) -> dict:
+    """The state of a checkpoint of run kind `kind`: the meta-state
+    (`MetaInitialization.state_dict()`), the ledger's records, the config, torch's RNG state
+    and the run's own `progress` (meta-training: the driver's task bookkeeping; finetuning:
+    the games done)."""
+    if kind not in KINDS:
+        raise ValueError(f"checkpoint kind must be one of {KINDS}, got {kind!r}")
+    return {
+        "format": FORMAT,
+        "kind": kind,
+        "meta_init": meta_init,
+        "meta_step": meta_step,
+        "ledger": ledger,
+        "config": config,
+        "torch_rng": torch.get_rng_state(),
+        "progress": dict(progress),
+    }
+
+
+def encoder_checkpoint(
+    cfg: Config, init: Mapping, progress: Mapping, kind: str = META_TRAINING
+) -> dict:
+    """A checkpoint holding only an encoder (a fresh meta-optimizer, meta_step 0):
+    `load_checkpoint` and `evaluate` take it like any other."""
+    meta_init = MetaInitialization(init, cfg.meta.optimizer, cfg.meta.lr)
+    return checkpoint_state(kind, meta_init.state_dict(), 0, {}, cfg.to_dict(), progress)
+
+
+def checkpoint_encoder(state: Mapping, source: str = "checkpoint") -> dict[str, np.ndarray]:
+    """The initialization a checkpoint holds, as numpy arrays, once its whole meta-state
+    (initialization and meta-optimizer state) has passed `check_meta_state` against its own
+    parameter shapes and its config's meta-optimizer."""
+    meta = state["config"].get("meta", {}) if isinstance(state["config"], Mapping) else {}
+    init = state["meta_init"]["init"]
+    shapes = {name: tuple(t.shape) for name, t in init.items()}
+    try:
+        check_meta_state(state["meta_init"], shapes, meta.get("optimizer", "adam"))
+    except (ValueError, KeyError, TypeError, AttributeError) as error:
+        raise CheckpointError(f"{source}: unusable meta-state: {error}") from None
+    return {name: t.numpy().copy() for name, t in init.items()}
 
 
 def init_digest(init: dict) -> str:
@@ -108,6 +163,7 @@ def load_checkpoint(path: str | Path) -> dict:
             str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         )
         raise CheckpointError(f"checkpoint {name} is unreadable: {first_line[:160]}") from None
+    state = _as_current_format(state)
     if not isinstance(state, dict) or any(key not in state for key in REQUIRED):
         raise CheckpointError(f"checkpoint {name} lacks the fields of a leap-ray checkpoint")
     meta_init = state["meta_init"]
@@ -115,9 +171,25 @@ def load_checkpoint(path: str | Path) -> dict:
         not isinstance(meta_init, dict)
         or not isinstance(meta_init.get("init"), dict)
         or not all(isinstance(v, torch.Tensor) for v in meta_init["init"].values())
-        or not isinstance(state["driver"], dict)
+        or not isinstance(state["progress"], dict)
         or not isinstance(state["config"], dict)
+        or state["kind"] not in KINDS
     ):
         raise CheckpointError(f"checkpoint {name} lacks the fields of a leap-ray checkpoint")
     check_finite(meta_init["init"], f"checkpoint {name} is unusable")
+    return state
+
+
+def _as_current_format(state):
+    """A format-1 state (its run kind told apart by `"finetune" in state["driver"]`) as the
+    format-2 state it stands for; anything else as it is."""
+    if not isinstance(state, dict) or "kind" in state or "driver" not in state:
+        return state
+    if any(key not in state for key in REQUIRED_V1) or not isinstance(state["driver"], dict):
+        return state  # refused by the field checks
+    driver = state.pop("driver")
+    finetune = driver.get("finetune")
+    state["kind"] = FINETUNE if finetune is not None else META_TRAINING
+    state["progress"] = finetune if isinstance(finetune, dict) else driver
+    state["format"] = FORMAT
     return state

@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import os
+import shlex
 import signal
 import sys
 
-from leap_ray.config import ConfigError, check_logdir, config_from_dict, load_config
+from leap_ray.config import RESUMABLE, config_from_dict, load_config
+from leap_ray.errors import ConfigError, LeapRayError
+from leap_ray.runs import check_logdir
+
+LOOPBACK_ONLY = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # "0": Ray's node address is 127.0.0.1
 
 
 def _add_set(parser: argparse.ArgumentParser) -> None:
@@ -38,8 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--resume",
         metavar="RUN_DIR",
         help="continue a run from its newest checkpoint, with its recorded config; --config and "
-        "--set may change only meta.meta_steps, meta.lr, a2c.device, a2c.torch_threads, "
-        "env.env_threads, resources.* and logging.*",
+        "--set may change only " + ", ".join(f + "*" if f.endswith(".") else f for f in RESUMABLE),
     )
     train.add_argument(
         "--address",
@@ -52,8 +58,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(task, required=False)
     task.add_argument("--game", required=True, help="Atari game (e.g. Pong) or gym id")
     task.add_argument("--steps", type=int, required=True, help="env_steps to train")
-    task.add_argument("--seed", type=int, default=0)
+    task.add_argument(
+        "--seed", type=int, help="the learner's seed: sets meta.seed (default: the config's, 0)"
+    )
     _add_evaluate_parsers(sub)
+    export = sub.add_parser(
+        "export", help="write a run's encoder initialization as a safetensors file (no Ray)"
+    )
+    export.add_argument("run", metavar="RUN_DIR", help="a meta-training or finetuning run")
+    export.add_argument("--meta-step", type=int, help="a kept checkpoint (default: the newest)")
+    export.add_argument("--out", required=True, help="the .safetensors file to write")
     return parser
 
 
@@ -94,7 +108,7 @@ def _add_evaluate_parsers(sub) -> None:
     )
 
 
-def _evaluate(args: argparse.Namespace, command: str) -> int:
+def _evaluate(args: argparse.Namespace, argv: list[str]) -> int:
     from leap_ray.evaluate import evaluate, make_plan
 
     games = None
@@ -115,35 +129,71 @@ def _evaluate(args: argparse.Namespace, command: str) -> int:
         args.out,
         resume=args.resume,
     )
-    evaluate(plan, address=args.address, command=command)
+    evaluate(
+        plan,
+        address=args.address,
+        command=" ".join(argv),
+        resume_command=resume_command(argv, plan.out),
+    )
     return 0
 
 
-def _finetune(args: argparse.Namespace, cfg, command: str) -> int:
+def _finetune(args: argparse.Namespace, cfg, argv: list[str]) -> int:
     from pathlib import Path
 
     from leap_ray.finetune import finetune
-    from leap_ray.tasks import fresh_run_dir, run_name
+    from leap_ray.runs import fresh_run_dir, run_name
 
     if args.steps_per_game < 1:
         raise ConfigError(f"--steps-per-game: must be >= 1, got {args.steps_per_game}")
     if args.resume:
         if not args.out or not Path(args.out).is_dir():
             raise ConfigError("--resume: name the stopped run's directory with --out")
-        finetune(cfg, args.steps_per_game, Path(args.out), command=command, resume=True)
-        return 0
-    out = fresh_run_dir(args.out or Path(cfg.logging.logdir) / run_name(cfg, "finetune-"), "--out")
-    finetune(cfg, args.steps_per_game, out, command=command)
+        out = Path(args.out)
+    else:
+        out = Path(args.out or Path(cfg.logging.logdir) / run_name(cfg, "finetune-"))
+        fresh_run_dir(out, "--out")
+    command, again = " ".join(argv), resume_command(argv, out)
+    finetune(cfg, args.steps_per_game, out, command, args.resume, resume_command=again)
     return 0
 
 
-def _local_ray_for_rllib(cfg) -> None:
-    """The commands without Ray (finetune, train-task) run RLlib's PPO in a local Ray set up as
-    train's (dashboard on loopback, no metrics endpoint), not in the one RLlib would start."""
-    if cfg.learner == "rllib_ppo":
-        from leap_ray.driver import connect
+@contextlib.contextmanager
+def _local_ray_if_needed(cfg):
+    """The commands without Ray actors (finetune, train-task) run a learner that needs Ray
+    (RLlib's PPO) in a local Ray set up as train's (dashboard on loopback, no metrics
+    endpoint), not in the one RLlib would start; it is shut down however the command ends."""
+    from leap_ray.learners import learner_for
 
-        connect(cfg, None)
+    if not learner_for(cfg).needs_ray:
+        yield
+        return
+    from leap_ray.distributed.launch import connect, disconnect
+
+    started = connect(cfg, None)
+    try:
+        yield
+    finally:
+        if started:
+            disconnect()
+
+
+def resume_command(argv: list[str], out) -> str:
+    """The command line that continues a stopped `evaluate` / `finetune`: the same arguments,
+    with `--out OUT --resume`."""
+    kept, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--out":
+            skip = True
+        elif arg != "--resume" and not arg.startswith("--out="):
+            kept.append(arg)
+    return shlex.join(["python", "-m", "leap_ray", *kept, "--out", str(out), "--resume"])
+
+
+def _joins_a_cluster(args: argparse.Namespace) -> bool:
+    return bool(getattr(args, "address", None) or os.environ.get("RAY_ADDRESS"))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -152,36 +202,53 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    if not _joins_a_cluster(args) and "ray" not in sys.modules:
+        # A local Ray of this process then binds every server to loopback (127.0.0.1 as the
+        # node's address). Ray reads this when it is first imported, so it is set before that
+        # (a process that imported Ray already, a test session, keeps its setting); joining a
+        # cluster keeps the node's own address (docs/faults.md, M)
+        os.environ.setdefault(LOOPBACK_ONLY, "0")
     try:
-        if args.command == "evaluate":
-            return _evaluate(args, " ".join(argv))
-        overrides = list(args.set) + ([f"logging.logdir={args.logdir}"] if args.logdir else [])
-        if args.command == "train" and not args.resume and not args.config:
-            raise ConfigError("train: --config is required (e.g. configs/local.yaml)")
-        if args.command == "train" and args.resume and not args.config:
-            from leap_ray.checkpoint import load_checkpoint  # the run's own settings
-
-            cfg = config_from_dict(load_checkpoint(args.resume)["config"], overrides)
-        else:
-            cfg = load_config(args.config, overrides)
-        check_logdir(cfg)
-        if args.command == "finetune":
-            _local_ray_for_rllib(cfg)
-            return _finetune(args, cfg, " ".join(argv))
-        if args.command == "train-task":
-            if args.steps < 1:
-                raise ConfigError(f"--steps: must be >= 1, got {args.steps}")
-            from leap_ray.train_task import train_task
-
-            _local_ray_for_rllib(cfg)
-            train_task(cfg, args.game, args.steps, args.seed, cfg.logging.logdir)
-            return 0
-        from leap_ray.driver import train
-
-        train(cfg, resume=args.resume, address=args.address)
-        return 0
-    except (ConfigError, ValueError, RuntimeError) as error:
+        return _run(args, argv)
+    except LeapRayError as error:  # expected: one line; anything else keeps its traceback
         print(f"error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as stop:  # 128 + the signal, as a shell reports it
         return 128 + getattr(stop, "signum", signal.SIGINT)
+
+
+def _run(args: argparse.Namespace, argv: list[str]) -> int:
+    if args.command == "evaluate":
+        return _evaluate(args, argv)
+    if args.command == "export":
+        from leap_ray.export import export
+
+        export(args.run, args.out, args.meta_step)
+        return 0
+    overrides = list(args.set) + ([f"logging.logdir={args.logdir}"] if args.logdir else [])
+    if args.command == "train-task" and args.seed is not None:
+        overrides.append(f"meta.seed={args.seed}")  # validated as the config field it sets
+    if args.command == "train" and not args.resume and not args.config:
+        raise ConfigError("train: --config is required (e.g. configs/local.yaml)")
+    if args.command == "train" and args.resume and not args.config:
+        from leap_ray.checkpoint import load_checkpoint  # the run's own settings
+
+        cfg = config_from_dict(load_checkpoint(args.resume)["config"], overrides)
+    else:
+        cfg = load_config(args.config, overrides)
+    check_logdir(cfg)
+    if args.command == "finetune":
+        with _local_ray_if_needed(cfg):
+            return _finetune(args, cfg, argv)
+    if args.command == "train-task":
+        if args.steps < 1:
+            raise ConfigError(f"--steps: must be >= 1, got {args.steps}")
+        from leap_ray.train_task import train_task
+
+        with _local_ray_if_needed(cfg):
+            train_task(cfg, args.game, args.steps, cfg.meta.seed, cfg.logging.logdir)
+        return 0
+    from leap_ray.driver import train
+
+    train(cfg, resume=args.resume, address=args.address)
+    return 0

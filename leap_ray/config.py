@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import math
+import re
 import reprlib
 import typing
 from pathlib import Path
@@ -27,11 +28,11 @@ from pydantic import (
     model_validator,
 )
 
+from leap_ray.errors import ConfigError
+
 MAX_CONFIG_BYTES = 1_000_000  # a config is a page of YAML; larger files are refused unread
-
-
-class ConfigError(ValueError):
-    """A one-line, user-facing message naming the offending field."""
+MAX_RUN_NAME = 100  # characters: one path component, well under a file system's 255 bytes
+RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # no separator, no "..", no leading dot
 
 
 def short_repr(value: Any) -> str:
@@ -90,7 +91,9 @@ class Section(BaseModel):
 class EnvConfig(Section):
     """Which tasks the learners train on and how observations look."""
 
-    suite: Literal["atari", "gym"] = "atari"  # ALE, or vector-observation gymnasium tasks
+    # ALE, or vector-observation gymnasium tasks: leap_ray/suites' registry (a test keeps the
+    # names equal)
+    suite: Literal["atari", "gym"] = "atari"
     games: Names = ()  # the meta-training pool; empty: classic games with <= max_actions
     max_actions: Annotated[StrictInt, Field(ge=2)] = 10  # pool filter (paper: <= 10)
     held_out: Names = ("Breakout", "SpaceInvaders")  # never meta-trained on
@@ -179,8 +182,8 @@ def _check_range(field: str, value: Any) -> None:
 
 
 class RLlibConfig(Section):
-    """The `rllib_ppo` learner (leap_ray/rllib_ppo.py): RLlib's PPO on its new API stack runs
-    each task inside the task worker's process. `training` passes through to
+    """The `rllib_ppo` learner (leap_ray/learners/rllib_ppo.py): RLlib's PPO on its new API
+    stack runs each task inside the task worker's process. `training` passes through to
     `PPOConfig.training(...)` (lr, num_epochs, minibatch_size, train_batch_size_per_learner, ...)
     and `model` to the RLModule's `DefaultModelConfig` (fcnet_hiddens, conv_filters,
     vf_share_layers, ...); RLlib itself checks both before Ray starts. Of the env section,
@@ -188,6 +191,7 @@ class RLlibConfig(Section):
     apply; the rest of Atari's preprocessing is RLlib's `wrap_atari_for_new_api_stack`."""
 
     steps_per_task: Count = 100_000  # env_steps per task, rounded up to whole PPO iterations
+    torch_threads: Count = 1  # intra-op threads per learner (RLlib's learner runs in-process)
     training: dict[StrictStr, Any] = Field(default_factory=dict)
     model: dict[StrictStr, Any] = Field(default_factory=dict)
 
@@ -240,7 +244,9 @@ class LoggingConfig(Section):
     """Where a run writes, and how often."""
 
     logdir: StrictStr = "runs"  # a run writes under logdir/<run name>
-    run_name: StrictStr = ""  # empty: a timestamp
+    # one path component under logdir (letters, digits, ".", "_", "-"; at most 100 characters):
+    # a run never writes or locks outside its log directory. Empty: a timestamp
+    run_name: StrictStr = ""
     checkpoint_every: Count = 1  # meta_steps between checkpoints
     log_every: Count = 50  # learner updates between TensorBoard points of a task
     keep_checkpoints: Count = 3
@@ -252,10 +258,22 @@ class LoggingConfig(Section):
     dashboard: StrictBool = True  # start Ray's dashboard with a local Ray
     dashboard_host: StrictStr = "127.0.0.1"  # its bind address: loopback unless you mean it
 
+    @model_validator(mode="after")
+    def _safe_run_name(self) -> LoggingConfig:
+        name = self.run_name
+        if name and (len(name) > MAX_RUN_NAME or not RUN_NAME.fullmatch(name)):
+            raise ValueError(
+                f"logging.run_name: must be one path component of at most {MAX_RUN_NAME} "
+                "letters, digits, '.', '_' or '-' (not starting with '.' or '-'), got "
+                f"{short_repr(name)}"
+            )
+        return self
+
 
 class Config(Section):
-    # a2c: this project's A2C (leap_ray/a2c.py), the paper's learner and the fast one;
-    # rllib_ppo: RLlib's PPO, for users whose training runs are RLlib's (section `rllib`)
+    # a2c: this project's A2C (leap_ray/learners/a2c/), the paper's learner and the fast one;
+    # rllib_ppo: RLlib's PPO, for users whose training runs are RLlib's (section `rllib`).
+    # The names are those of leap_ray/learners' registry (a test keeps the two equal)
     learner: Literal["a2c", "rllib_ppo"] = "a2c"
     env: EnvConfig = EnvConfig()
     a2c: A2CConfig = A2CConfig()
@@ -280,11 +298,6 @@ class Config(Section):
         """Plain JSON/YAML-safe data (tuples become lists)."""
         return self.model_dump(mode="json")
 
-    @property
-    def steps_per_task(self) -> int:
-        """env_steps per task of the configured learner."""
-        return self.rllib.steps_per_task if self.learner == "rllib_ppo" else self.a2c.steps_per_task
-
 
 # What a resumed run may change: how long it goes on, the meta learning rate (applied to the
 # restored meta-optimizer), where and how fast it runs, and its logging. Everything else defines
@@ -294,6 +307,7 @@ RESUMABLE = (
     "meta.lr",
     "a2c.device",
     "a2c.torch_threads",
+    "rllib.torch_threads",
     "env.env_threads",
     "resources.",
     "logging.",
@@ -331,12 +345,6 @@ def check_worker_devices(cfg: Config) -> None:
             f"a2c.device: {cfg.a2c.device!r} needs resources.gpus_per_worker > 0 "
             "(Ray gives a task worker no GPU otherwise)"
         )
-
-
-def check_logdir(cfg: Config) -> None:
-    logdir = Path(cfg.logging.logdir)
-    if logdir.exists() and not logdir.is_dir():
-        raise ConfigError(f"logging.logdir: {str(logdir)!r} is a file, not a directory")
 
 
 def _message(error: dict) -> str:

@@ -1,122 +1,40 @@
 """The meta-training loop: samples meta-batches from the training games, keeps every task worker
-busy (through `pool.WorkerPool`), re-runs tasks whose worker died, asks the parameter server
-for meta_steps, and owns the TensorBoard writer. The only module that starts Ray and makes actors.
+busy (through `distributed.pool.WorkerPool`), re-runs tasks whose worker died, asks the
+parameter server for meta_steps, and owns the TensorBoard writer. Ray is started and the roles
+are made by `distributed.launch`; the stop contract is `distributed.signals`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-import os
-import signal
 import time
 from pathlib import Path
 
 import ray
-from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from tqdm import tqdm
 
-from leap_ray.a2c import LearnerDiverged
-from leap_ray.checkpoint import CheckpointError, list_checkpoints, load_checkpoint
-from leap_ray.config import (
-    Config,
-    ConfigError,
-    check_resumable,
-    config_from_dict,
+from leap_ray.checkpoint import FINETUNE, list_checkpoints, load_checkpoint
+from leap_ray.config import Config, check_resumable, config_from_dict
+from leap_ray.distributed.launch import (
+    check_resources,
+    connect,
+    make_server,
+    make_sink,
+    make_worker,
 )
-from leap_ray.envs import training_games
+from leap_ray.distributed.pool import WorkerPool
+from leap_ray.distributed.signals import Stopped, StopSignals, signal_name
+from leap_ray.distributed.worker import TaskReport
+from leap_ray.errors import CheckpointError, ConfigError, LearnerDiverged, RunFailed
+from leap_ray.learners import check_learner, initial_encoder, learner_for
 from leap_ray.logger import RunLogger
-from leap_ray.meta import MetaInitialization
-from leap_ray.pool import WorkerPool
-from leap_ray.server import ParameterServer
-from leap_ray.tasks import (
-    RunLock,
-    TaskSpec,
-    check_learner,
-    fresh_run_dir,
-    initial_encoder,
-    meta_batch_stats,
-    run_name,
-    sample_games,
-    task_seed,
-)
-from leap_ray.telemetry import TelemetrySink
-from leap_ray.worker import TaskReport, TaskWorker
+from leap_ray.meta import check_meta_state
+from leap_ray.runs import RunLock, fresh_run_dir, run_name
+from leap_ray.suites import training_games
+from leap_ray.tasks import TaskSpec, meta_batch_stats, sample_games, task_seed
 
 log = logging.getLogger(__name__)
-
-
-# -- Ray: connect, check, make actors ----------------------------------------------------------
-def connect(cfg: Config, address: str | None) -> bool:
-    """Join `address` / RAY_ADDRESS, else start a local Ray. Returns whether we started it."""
-    address = address or os.environ.get("RAY_ADDRESS")
-    if ray.is_initialized():
-        return False
-    if address and address.startswith(("http://", "https://")):
-        raise ConfigError(
-            f"Ray address {address!r} is a dashboard URL (for `ray job`); the driver "
-            "joins a cluster by 'auto' or HOST:PORT of its GCS"
-        )
-    if address:
-        ray.init(address=address, log_to_driver=True)
-        return False
-    # Ray 2.60 serves its Prometheus metrics on every interface without authentication; a local
-    # run does not collect them. Its gRPC servers listen on all interfaces too (Ray maps
-    # 127.0.0.1 to the node's address) but need the session's token: docs/faults.md, M.
-    ray.init(
-        include_dashboard=cfg.logging.dashboard,
-        dashboard_host=cfg.logging.dashboard_host,
-        _system_config={"enable_metrics_collection": False},
-    )
-    return True
-
-
-def check_resources(cfg: Config) -> None:
-    """Fail fast on what the cluster can never provide, instead of a forever-pending actor."""
-    nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
-    res = cfg.resources
-    need = {
-        "CPU": res.cpus_per_worker,
-        **({"GPU": res.gpus_per_worker} if res.gpus_per_worker else {}),
-    }
-    if not any(all(n.get(k, 0) >= v for k, v in need.items()) for n in nodes):
-        offers = [{k: n.get(k, 0) for k in ("CPU", "GPU")} for n in nodes]
-        raise ConfigError(
-            f"resources: no node can host a task worker needing {need}; nodes offer {offers}"
-        )
-    if res.server_resource and not any(n.get(res.server_resource, 0) > 0 for n in nodes):
-        raise ConfigError(
-            f"resources.server_resource: no node has the custom resource {res.server_resource!r}"
-        )
-
-
-def on_driver_node() -> dict:
-    here = ray.get_runtime_context().get_node_id()
-    return {"scheduling_strategy": NodeAffinitySchedulingStrategy(here, soft=False)}
-
-
-def make_server(cfg: Config, init: dict, run_dir: Path, checkpoint: dict | None):
-    """On the driver's node (checkpoints land where the driver reads them), or on the node with
-    `resources.server_resource`."""
-    if cfg.resources.server_resource:
-        options = {"resources": {cfg.resources.server_resource: 0.001}}
-    else:
-        options = on_driver_node()
-    actor = ray.remote(num_cpus=0, max_restarts=0)(ParameterServer)
-    return actor.options(**options).remote(cfg, init, str(run_dir.resolve()), checkpoint)
-
-
-def make_sink():
-    """Telemetry's own path (telemetry.py): an actor next to the driver, which drains it."""
-    return (
-        ray.remote(num_cpus=0, max_restarts=0)(TelemetrySink).options(**on_driver_node()).remote()
-    )
-
-
-def make_worker(cfg: Config, server, sink):
-    res = cfg.resources
-    actor = ray.remote(num_cpus=res.cpus_per_worker, num_gpus=res.gpus_per_worker, max_restarts=0)
-    return actor(TaskWorker).remote(cfg, server, sink)
 
 
 class Dispatcher:
@@ -180,7 +98,7 @@ class Dispatcher:
 
     def _retry(self, spec: TaskSpec, why: str) -> None:
         if spec.attempt + 1 >= self.cfg.resources.max_attempts:
-            raise RuntimeError(
+            raise RunFailed(
                 f"task {spec.task_id} ({spec.game}) failed {spec.attempt + 1} times; last: {why}"
             )
         self.queue.insert(0, dataclasses.replace(spec, attempt=spec.attempt + 1))
@@ -202,11 +120,15 @@ class MetaTrainingLoop:
                 flush=True,
             )
         self.meta_step = state["meta_step"]
-        self.next_task_id = state["driver"].get("next_task_id", 0)
+        progress = state["progress"]
+        self.next_task_id = progress.get("next_task_id", 0)
         # tasks made but not yet applied: an async resume runs them again (sync re-runs its batch)
         self.open: dict[int, TaskSpec] = {}
-        self.pending = [TaskSpec(**spec) for spec in state["driver"].get("pending", [])]
-        self.env_steps = state["driver"].get("env_steps", 0)
+        self.pending = [TaskSpec(**spec) for spec in progress.get("pending", [])]
+        self.env_steps = progress.get("env_steps", 0)
+        self.steps_per_task = learner_for(cfg).steps_per_task(cfg)
+        self.diverged: list[str] = []  # why each task that failed for good failed
+        self.rejected: list[str] = []  # why the server rejected a task
         self.start_time, self.start_steps = time.monotonic(), self.env_steps
         self.bar = tqdm(
             total=cfg.meta.meta_steps,
@@ -227,7 +149,7 @@ class MetaTrainingLoop:
             0,
             game,
             task_seed(self.cfg.meta.seed, task_id),
-            self.cfg.steps_per_task,
+            self.steps_per_task,
             self.dispatcher.version,
         )
         self.open[task_id] = spec
@@ -244,11 +166,12 @@ class MetaTrainingLoop:
         finished.extend(reports)
         self.logger.tasks(reports)
         self.logger.failed_tasks(self.dispatcher.failed)
-        for spec, _ in self.dispatcher.failed:
+        for spec, reason in self.dispatcher.failed:
             self.open.pop(spec.task_id, None)
+            self.diverged.append(reason)
+        self.rejected += [r.rejected for r in reports if r.rejected]
         self.dispatcher.failed = []
-        for tag, step, value in ray.get(self.sink.drain.remote()):
-            self.logger.writer.add_scalar(tag, value, step)
+        self.logger.rows(ray.get(self.sink.drain.remote()))
         rate = (self.env_steps - self.start_steps) / max(time.monotonic() - self.start_time, 1e-9)
         self.bar.set_postfix(
             tasks_running=self.dispatcher.workers.running, env_steps_per_s=f"{rate:.0f}"
@@ -257,12 +180,12 @@ class MetaTrainingLoop:
     def _apply(self, task_ids: list[int], reports: list[TaskReport]) -> None:
         for task_id in task_ids:
             self.open.pop(task_id, None)
-        driver_state = {
+        progress = {
             "next_task_id": self.next_task_id,
             "env_steps": self.env_steps,
             "pending": [dataclasses.asdict(spec) for _, spec in sorted(self.open.items())],
         }
-        stats = checkpointing(self.server.apply.remote(task_ids, driver_state))
+        stats = checkpointing(self.server.apply.remote(task_ids, progress))
         stats.update(meta_batch_stats([r for r in reports if r.task_id in task_ids]))
         self.meta_step = int(stats["meta/meta_step"])
         rate = (self.env_steps - self.start_steps) / max(time.monotonic() - self.start_time, 1e-9)
@@ -305,6 +228,18 @@ class MetaTrainingLoop:
         (self.run_async if self.cfg.meta.mode == "async" else self.run_sync)()
         self.bar.close()
 
+    def why_nothing_applied(self) -> str:
+        """The cause, in words, when no task of the run reached a meta-update."""
+        parts = []
+        if self.diverged:
+            parts.append(f"{len(self.diverged)} tasks diverged (first: {self.diverged[0]})")
+        if self.rejected:
+            parts.append(f"{len(self.rejected)} were rejected (first: {self.rejected[0]})")
+        if not parts:
+            return "every task was rejected or failed"
+        every = len(self.diverged) + len(self.rejected) == self.next_task_id
+        return ("all " if every else "") + "; ".join(parts)
+
 
 def prepare(cfg: Config, resume: str | None) -> tuple[Path, tuple, dict, dict | None]:
     """Everything that can fail on bad input, done before Ray starts."""
@@ -322,10 +257,13 @@ def prepare(cfg: Config, resume: str | None) -> tuple[Path, tuple, dict, dict | 
                 f"from this one would overwrite; to branch from it, copy it into the "
                 f"checkpoints/ folder of a new run directory and resume that"
             )
-        if "finetune" in checkpoint["driver"]:
+        if checkpoint["kind"] == FINETUNE:
             raise ConfigError(f"--resume {resume}: a finetuning run; use finetune --resume")
-        probe = MetaInitialization(init, cfg.meta.optimizer, cfg.meta.lr)
-        probe.load_state_dict(checkpoint["meta_init"])  # raises on an incompatible encoder
+        shapes = {name: tuple(value.shape) for name, value in init.items()}
+        try:
+            check_meta_state(checkpoint["meta_init"], shapes, cfg.meta.optimizer)
+        except ValueError as error:  # an incompatible encoder or meta-optimizer state
+            raise CheckpointError(f"--resume {resume}: {error}") from None
         check_resumable(config_from_dict(checkpoint["config"]), cfg)
     else:
         run_dir = fresh_run_dir(
@@ -371,33 +309,13 @@ def _save(server) -> str:
 def rerun_ids(cfg: Config, checkpoint: dict):
     """Which task ids a resume runs again: sync, the unfinished meta-batch (ids from
     meta_step * meta_batch_size); async, the tasks made but not applied and every later id."""
-    driver = checkpoint["driver"]
+    driver = checkpoint["progress"]
     if cfg.meta.mode == "sync":
         first = int(checkpoint["meta_step"]) * cfg.meta.meta_batch_size
         return lambda task_id: task_id >= first
     pending = {spec["task_id"] for spec in driver.get("pending", [])}
     later = int(driver.get("next_task_id", 0))
     return lambda task_id: task_id in pending or task_id >= later
-
-
-class Stopped(KeyboardInterrupt):
-    """SIGINT or SIGTERM (Ctrl-C, `ray job stop`, an autoscaler): the run checkpoints and ends
-    with exit status 128 + signal."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signal.Signals(signum).name)
-        self.signum = signum
-
-
-_received: list[int] = []  # Ray's blocking calls turn any exception a handler raises into a
-# plain KeyboardInterrupt: which signal it was is kept here
-
-
-def _stop(signum: int, frame) -> None:
-    _received.append(signum)
-    for sig in (signal.SIGINT, signal.SIGTERM):  # a second signal must not cut the checkpoint
-        signal.signal(sig, signal.SIG_IGN)
-    raise Stopped(signum)
 
 
 def train(cfg: Config, resume: str | None = None, address: str | None = None) -> Path:
@@ -415,51 +333,52 @@ def train(cfg: Config, resume: str | None = None, address: str | None = None) ->
 def _train(cfg: Config, resume, run_dir: Path, games, init, checkpoint) -> Path:
     logger = None
     success = False
-    # installed here, not inherited: a driver started in the background by a script inherits
-    # SIGINT ignored, and Python's default SIGTERM ends the process without a checkpoint
-    _received.clear()
-    previous = {sig: signal.signal(sig, _stop) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        server = make_server(cfg, init, run_dir, checkpoint)
-        if checkpoint is None:  # meta_step 0 on disk: a run stopped before its first meta_step
-            _save(server)  # resumes like any other
-        logger = RunLogger(run_dir, cfg, "train" + (f" --resume {resume}" if resume else ""))
-        if checkpoint is not None:
-            logger.settle_tasks(rerun_ids(cfg, checkpoint))
-        loop = MetaTrainingLoop(cfg, server, games, logger, resumed=checkpoint is not None)
+    with StopSignals() as stop:
         try:
-            loop.run()
-        except (ray.exceptions.RayActorError, RoleLost) as error:
-            role = "telemetry sink" if _alive(server) else "parameter server"
-            newest = list_checkpoints(run_dir)
-            raise RuntimeError(
-                f"the {role} died (its process or node was lost: {type(error).__name__}) during "
-                f"meta_step {loop.meta_step}; the newest checkpoint is "
-                f"{newest[-1].name if newest else 'none'}; continue with: python -m leap_ray "
-                f"train --resume {run_dir}"
-            ) from None
-        except KeyboardInterrupt:  # the meta_step in progress is abandoned: its tasks run
-            signum = _received[-1] if _received else signal.SIGINT  # again on resume
-            try:
-                path = _save(server)
-            except ray.exceptions.RayActorError:
-                path = "nothing: the parameter server is gone"
+            server = make_server(cfg, init, run_dir, checkpoint)
+            if checkpoint is None:  # meta_step 0 on disk: a run stopped before its first
+                _save(server)  # meta_step resumes like any other
+            logger = RunLogger(run_dir, cfg, "train" + (f" --resume {resume}" if resume else ""))
+            if checkpoint is not None:
+                logger.settle_tasks(rerun_ids(cfg, checkpoint))
+            loop = MetaTrainingLoop(cfg, server, games, logger, resumed=checkpoint is not None)
+            _run_loop(loop, server, run_dir, stop)
+            if ray.get(server.state.remote())["version"] == 0:
+                raise RunFailed(
+                    f"no meta-update was applied in {loop.meta_step} meta_steps: "
+                    f"{loop.why_nothing_applied()} (see {run_dir / 'tasks.jsonl'})"
+                )
+            success = True
             print(
-                f"\nstopped by {signal.Signals(signum).name} at meta_step {loop.meta_step}: "
-                f"saved {path}\ncontinue with: python -m leap_ray train --resume {run_dir}",
-                flush=True,
+                f"done: {loop.meta_step} meta_steps, {loop.env_steps} env_steps; run in {run_dir}"
             )
-            raise Stopped(signum) from None
-        if ray.get(server.state.remote())["version"] == 0:
-            raise RuntimeError(
-                f"no meta-update was applied in {loop.meta_step} meta_steps: every task was "
-                f"rejected or failed (see {run_dir / 'tasks.jsonl'})"
-            )
-        success = True
-        print(f"done: {loop.meta_step} meta_steps, {loop.env_steps} env_steps; run in {run_dir}")
-    finally:
-        if logger is not None:
-            logger.close(success)
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        finally:
+            if logger is not None:
+                logger.close(success)
     return run_dir
+
+
+def _run_loop(loop: MetaTrainingLoop, server, run_dir: Path, stop: StopSignals) -> None:
+    """The loop, with what a lost role or a stop signal leaves behind said in one line."""
+    try:
+        loop.run()
+    except (ray.exceptions.RayActorError, RoleLost) as error:
+        role = "telemetry sink" if _alive(server) else "parameter server"
+        newest = list_checkpoints(run_dir)
+        raise RunFailed(
+            f"the {role} died (its process or node was lost: {type(error).__name__}) during "
+            f"meta_step {loop.meta_step}; the newest checkpoint is "
+            f"{newest[-1].name if newest else 'none'}; continue with: python -m leap_ray "
+            f"train --resume {run_dir}"
+        ) from None
+    except KeyboardInterrupt:  # the meta_step in progress is abandoned: its tasks run again
+        try:  # on resume
+            path = _save(server)
+        except ray.exceptions.RayActorError:
+            path = "nothing: the parameter server is gone"
+        print(
+            f"\nstopped by {signal_name(stop.signum)} at meta_step {loop.meta_step}: "
+            f"saved {path}\ncontinue with: python -m leap_ray train --resume {run_dir}",
+            flush=True,
+        )
+        raise Stopped(stop.signum) from None

@@ -1,9 +1,11 @@
 """Transfer evaluation, the paper's test of an initialization (Flennerhag et al., 2019, Sec. 4.3):
-fresh A2C learners on held-out games, new heads, the encoder loaded from each initialization, the
-same seeds for every method (a paired comparison); and the multi-task `finetune` baseline.
+fresh learners of the configured kind on held-out games, new heads, the encoder loaded from each
+initialization, the same seeds for every method (a paired comparison). A method is `random`, a
+meta-training run, or the multi-task baseline that `finetune.py` writes (`finetune:RUN`).
 
-The learning runs are `TaskWorker.run_eval` on Ray actors ({ref: job} + `ray.wait`); finetuning
-runs in-process. The curve maths lives in `curves.py`; only this driver-side code writes logs.
+The learning runs are `TaskWorker.run_eval` on Ray actors ({ref: job} + `ray.wait`), started
+through `distributed.launch`. The curve maths lives in `curves.py`; only this driver-side code
+writes logs.
 """
 
 from __future__ import annotations
@@ -17,31 +19,21 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import gymnasium as gym
 import numpy as np
 import ray
 from tqdm import tqdm
 
 from leap_ray import curves
-from leap_ray.checkpoint import init_digest, load_checkpoint
-from leap_ray.config import (
-    Config,
-    ConfigError,
-    config_from_dict,
-    load_config,
-)
-from leap_ray.driver import check_resources, connect, make_worker
-from leap_ray.envs import observation_shape, training_games
-from leap_ray.games import resolve_game
+from leap_ray.checkpoint import FINETUNE, checkpoint_encoder, init_digest, load_checkpoint
+from leap_ray.config import Config, config_from_dict, load_config
+from leap_ray.distributed.launch import check_resources, connect, make_worker
+from leap_ray.distributed.pool import WorkerPool
+from leap_ray.distributed.signals import Stopped, StopSignals, signal_name
+from leap_ray.errors import ConfigError, RunFailed
+from leap_ray.learners import check_encoder_fits, check_learner, learner_for
 from leap_ray.logger import RunLogger
-from leap_ray.pool import WorkerPool
-from leap_ray.tasks import (
-    RunLock,
-    check_encoder_fits,
-    check_learner,
-    checkpoint_encoder,
-    fresh_run_dir,
-)
+from leap_ray.runs import RunLock, fresh_run_dir
+from leap_ray.suites import suite_for, training_games
 
 log = logging.getLogger(__name__)
 RANDOM = "random"  # the paper's "no pretraining": each seed's own freshly drawn encoder
@@ -88,7 +80,7 @@ def parse_method(spec: str, need_label: bool) -> Method:
     if need_label and not match:
         raise ConfigError(f"--baseline {spec!r}: expected 'random' or NAME:CHECKPOINT")
     state = load_checkpoint(_path(spec))
-    progress = state["driver"].get("finetune", {})
+    progress = state["progress"] if state["kind"] == FINETUNE else {}
     if progress.get("games_done", len(progress.get("games", ()))) < len(progress.get("games", ())):
         raise ConfigError(
             f"{_path(spec)}: finetuning stopped after {progress['games_done']} of "
@@ -96,7 +88,7 @@ def parse_method(spec: str, need_label: bool) -> Method:
         )
     init = checkpoint_encoder(state, _path(spec))
     meta = state["config"].get("meta", {}) if isinstance(state["config"], dict) else {}
-    algorithm = "finetune" if "finetune" in state["driver"] else meta.get("algorithm", "leap")
+    algorithm = "finetune" if state["kind"] == FINETUNE else meta.get("algorithm", "leap")
     label = match[1] if match else algorithm
     return Method(label, _path(spec), init)
 
@@ -109,14 +101,8 @@ def eval_config(init: str, config_path: str | None, overrides: list[str]) -> Con
 
 
 def resolve_games(cfg: Config, names: list[str]) -> tuple[str, ...]:
-    if cfg.env.suite == "atari":
-        return tuple(resolve_game(name) for name in names)
-    for name in names:
-        try:
-            observation_shape(cfg.env, name)
-        except gym.error.Error as error:
-            raise ValueError(f"unknown gym id {name!r}: {error}") from None
-    return tuple(names)
+    suite = suite_for(cfg.env)
+    return tuple(suite.resolve(name) for name in names)
 
 
 def check_shapes(cfg: Config, games: tuple[str, ...], methods: list[Method]) -> None:
@@ -158,7 +144,7 @@ def make_plan(
             raise ConfigError(f"--resume: {out!r} is not the directory of a stopped evaluation")
     else:
         fresh_run_dir(out, "--out", "; add --resume to continue it")
-    steps = steps or cfg.steps_per_task
+    steps = steps or learner_for(cfg).steps_per_task(cfg)
     return EvalPlan(cfg, tuple(methods), resolved, tuple(range(seeds)), steps, Path(out))
 
 
@@ -220,7 +206,7 @@ def _dispatch(
             if outcome.lost:
                 attempts[job] += 1
                 if attempts[job] >= cfg.resources.max_attempts:
-                    raise RuntimeError(f"{job}: its worker died {attempts[job]} times")
+                    raise RunFailed(f"{job}: its worker died {attempts[job]} times")
                 log.warning("the worker of %s died; re-running it on a new worker", job)
                 queue.insert(0, job)
             else:
@@ -286,14 +272,6 @@ def finished_runs(plan: EvalPlan) -> dict[EvalJob, dict]:
 
 
 # -- outputs: curves.csv, TensorBoard, transfer.png, summary.md ---------------------------------
-def max_return(cfg: Config, game: str) -> float | None:
-    """Known only for the CartPole family: one point per step up to the time limit."""
-    base = game.partition("?")[0]
-    if cfg.env.suite == "gym" and base.startswith("CartPole"):
-        return float(gym.spec(base).max_episode_steps)
-    return None
-
-
 def _tag(game: str) -> str:
     return game.replace("/", "_")
 
@@ -311,15 +289,15 @@ def write_outputs(plan: EvalPlan, results: dict[EvalJob, dict], logger: RunLogge
             tag = f"eval/{_tag(job.game)}/{job.method}/seed{job.seed}/episode_return"
             for env_step, episode_return, _ in episodes:
                 rows.writerow([job.method, job.game, job.seed, env_step, episode_return])
-                logger.writer.add_scalar(tag, episode_return, env_step)
+            logger.rows((tag, step, value) for step, value, _ in episodes)
             steps, returns = [e[0] for e in episodes], [e[1] for e in episodes]
             by_game[job.game][job.method][job.seed] = curves.bin_curve(steps, returns, edges)
     for game, by_method in by_game.items():
         for method, by_seed in by_method.items():
             finished = [c for c in by_seed.values() if not np.isnan(c).any()]
             tag = f"eval/{_tag(game)}/{method}/mean_episode_return"
-            for step, value in zip(x, np.mean(finished, axis=0) if finished else (), strict=False):
-                logger.writer.add_scalar(tag, value, int(step))
+            means = np.mean(finished, axis=0) if finished else ()
+            logger.rows((tag, int(step), value) for step, value in zip(x, means, strict=False))
     curves.transfer_figure(x, by_game).savefig(plan.out / "transfer.png", dpi=100)
     (plan.out / "summary.md").write_text(summary_text(plan, x, by_game))
 
@@ -327,39 +305,54 @@ def write_outputs(plan: EvalPlan, results: dict[EvalJob, dict], logger: RunLogge
 def summary_text(plan: EvalPlan, x: np.ndarray, by_game: dict) -> str:
     try:
         trained_on = set(training_games(plan.cfg.env))
-    except ValueError:
+    except ConfigError:
         trained_on = set()
     header = [
         "# Transfer evaluation",
         "",
         f"{plan.steps} env_steps per run, seeds {list(plan.seeds)} (the same for every method), "
-        f"{learner_name(plan.cfg)}, {len(x)} bins of {x[1] - x[0]:.0f} env_steps.",
+        f"{learner_for(plan.cfg).describe(plan.cfg)}, {len(x)} bins of {x[1] - x[0]:.0f} "
+        "env_steps.",
         "",
         *(f"- `{m.name}`: {m.source}" for m in plan.methods),
     ]
-    max_returns = {game: max_return(plan.cfg, game) for game in by_game}
+    suite = suite_for(plan.cfg.env)
+    max_returns = {game: suite.max_return(game) for game in by_game}
     return curves.summary_markdown(header, x, by_game, max_returns, trained_on)
 
 
-def learner_name(cfg: Config) -> str:
-    if cfg.learner == "rllib_ppo":
-        return f"RLlib PPO learners (rllib.model={cfg.rllib.model})"
-    return f"A2C learners (a2c.encoder={cfg.a2c.encoder})"
-
-
-def evaluate(plan: EvalPlan, address: str | None = None, command: str = "evaluate") -> Path:
-    with RunLock(plan.out):
-        return _evaluate(plan, address, command)
+def evaluate(
+    plan: EvalPlan,
+    address: str | None = None,
+    command: str = "evaluate",
+    resume_command: str | None = None,
+) -> Path:
+    """Run the plan's evaluation into `plan.out`. On SIGINT/SIGTERM the finished runs stay in
+    `OUT/runs`, Ray shuts down, and `resume_command` is printed (exit 130/143)."""
+    with RunLock(plan.out), StopSignals() as stop:
+        try:
+            return _evaluate(plan, address, command)
+        except KeyboardInterrupt:
+            done = (
+                len(list((plan.out / "runs").glob("*.json"))) if (plan.out / "runs").is_dir() else 0
+            )
+            again = resume_command or "the same evaluate command with --out and --resume"
+            print(
+                f"\nstopped by {signal_name(stop.signum)}: {done} of {len(jobs(plan))} runs "
+                f"finished and kept in {plan.out / 'runs'}\ncontinue with: {again}",
+                flush=True,
+            )
+            raise Stopped(stop.signum) from None
 
 
 def _evaluate(plan: EvalPlan, address: str | None, command: str) -> Path:
+    start = time.monotonic()
+    finished = finished_runs(plan)  # a refused resume stops here, before anything is written
     logger = RunLogger(plan.out, plan.cfg, command)
     methods = {m.name: m.source for m in plan.methods}
     logger.meta["evaluation"] = {"methods": methods, "seeds": list(plan.seeds), "steps": plan.steps}
     success = False
     try:
-        start = time.monotonic()
-        finished = finished_runs(plan)
         if finished:
             print(f"resuming: {len(finished)} of {len(jobs(plan))} runs finished before")
         results = run_jobs(plan, address, finished, lambda job, r: save_run(plan, job, r))

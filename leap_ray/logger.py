@@ -54,6 +54,11 @@ class RunLogger:
         for tag, value in values.items():
             self.writer.add_scalar(prefix + tag, value, step)
 
+    def rows(self, rows) -> None:
+        """(tag, step, value) rows, as the telemetry sink holds them."""
+        for tag, step, value in rows:
+            self.writer.add_scalar(tag, value, step)
+
     def tasks(self, reports) -> None:
         """One JSON line per finished task (where it ran, how long, its episode returns; the late
         return: `tasks.late_return`)."""

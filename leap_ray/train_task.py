@@ -1,34 +1,23 @@
-"""`train-task`: one learner on one game, with Leap accumulating, no Ray (the CLI starts a local
-one for RLlib's PPO). For trying a game, tuning the learner, or measuring it alone."""
+"""`train-task`: one learner on one game, with Leap accumulating, no Ray actors (the CLI starts a
+local Ray for a learner that needs one, RLlib's PPO). For trying a game, tuning the learner, or
+measuring it alone."""
 
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 
 from tqdm import tqdm
 
-from leap_ray.a2c import make_learner
 from leap_ray.config import Config
+from leap_ray.learners import learner_for
 from leap_ray.logger import RunLogger
-from leap_ray.tasks import run_name
+from leap_ray.runs import run_name
+from leap_ray.suites import suite_for
 
 
 def train_task(cfg: Config, game: str, steps: int, seed: int, logdir: str) -> dict[str, float]:
+    game = suite_for(cfg.env).resolve(game)  # an unknown game writes nothing
     run_dir = Path(logdir) / run_name(cfg, f"train-task-{game.replace('/', '_')}-")
-    if cfg.learner == "rllib_ppo":  # in the local Ray the CLI started (RLlib needs one)
-        from leap_ray import rllib_ppo
-
-        task = rllib_ppo.PPOTask(cfg, game, seed)
-        meta_learner = rllib_ppo.meta_learner_for(cfg, task.encoder())
-        train = functools.partial(task.train, steps, meta_learner)
-        close = task.close
-    else:
-        learner = make_learner(cfg, game, seed)
-        train = functools.partial(
-            learner.train, steps, log_every=10, measure_path=cfg.logging.measure_paths
-        )
-        close = learner.envs.close
     logger = RunLogger(run_dir, cfg, f"train-task --game {game} --steps {steps} --seed {seed}")
     bar = tqdm(total=steps, unit="env_step", disable=not cfg.logging.progress)
     partial_norms: list[float] = []
@@ -45,11 +34,12 @@ def train_task(cfg: Config, game: str, steps: int, seed: int, logdir: str) -> di
 
     success = False
     try:
-        summary = train(stream_every=cfg.meta.stream_every, on_partial=on_partial, on_log=on_log)
+        summary = learner_for(cfg).run_single_task(
+            cfg, game, seed, steps, on_partial, on_log, log_every=10
+        )
         success = True
     finally:
         bar.close()
-        close()
         logger.close(success)
     returns = [r for _, r, _ in summary.episodes]
     result = {

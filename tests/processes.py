@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import signal
 import subprocess
@@ -143,3 +144,10 @@ def listening_sockets(pids: set[int]) -> list[tuple[str, int, int]]:
                 address = ":".join(b"".join(words)[i : i + 2].hex() for i in range(0, 16, 2))
             found.append((address, int(hex_port, 16), owner[inode]))
     return found
+
+
+def loopback(address: str) -> bool:
+    """An address of `listening_sockets` that only this machine reaches (IPv4-mapped included)."""
+    ip = ipaddress.ip_address(address)
+    mapped = getattr(ip, "ipv4_mapped", None)
+    return ip.is_loopback or (mapped is not None and mapped.is_loopback)

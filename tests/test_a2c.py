@@ -6,12 +6,11 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from leap_ray.a2c import a2c_losses, make_learner, n_step_returns
 from leap_ray.config import load_config
-from leap_ray.envs import AtariGroup
-from leap_ray.games import num_actions
+from leap_ray.learners.a2c.learning import a2c_losses, make_learner, n_step_returns
+from leap_ray.learners.a2c.networks import make_encoder
 from leap_ray.meta import PartialMetaGradient
-from leap_ray.models import make_encoder
+from leap_ray.suites.atari import AtariGroup, num_actions
 
 
 def atari_config(*overrides):
@@ -255,7 +254,7 @@ def test_unknown_game_suggests_close_matches():
 def test_logging_measure_paths_switches_the_path_diagnostic(measure):
     """`logging.measure_paths`: the path's length, energy and distance in the task's summary
     and its logged rows, or none of them (and the same learning otherwise)."""
-    from leap_ray.tasks import run_transfer_task
+    from leap_ray.learners import learner_for
 
     cfg = load_config(
         None,
@@ -270,7 +269,9 @@ def test_logging_measure_paths_switches_the_path_diagnostic(measure):
         ],
     )
     rows: list[dict] = []
-    summary, _ = run_transfer_task(cfg, "CartPole-v1", 0, 400, None, lambda _, r: rows.append(r))
+    summary, _ = learner_for(cfg).run_transfer_task(
+        cfg, "CartPole-v1", 0, 400, None, lambda _, r: rows.append(r)
+    )
     keys = {"path/length", "path/energy", "path/distance_from_init"}
     logged = set().union(*rows)
     if measure:

@@ -5,9 +5,10 @@ import numpy as np
 import pytest
 import torch
 
-from leap_ray.a2c import a2c_losses, make_learner
 from leap_ray.config import load_config
-from leap_ray.envs import AtariGroup, EpisodeTracker
+from leap_ray.learners.a2c.envs import EpisodeTracker
+from leap_ray.learners.a2c.learning import a2c_losses, make_learner
+from leap_ray.suites.atari import AtariGroup
 
 
 def env_config(*overrides):

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from leap_ray.checkpoint import save_checkpoint
+from leap_ray.checkpoint import encoder_checkpoint, save_checkpoint
 from leap_ray.config import load_config
-from leap_ray.envs import training_games
-from leap_ray.tasks import encoder_checkpoint, initial_encoder
+from leap_ray.learners import initial_encoder
+from leap_ray.suites import training_games
 from tests.processes import run_cli
 
 DATA = Path(__file__).resolve().parent / "data"
@@ -122,3 +122,46 @@ def test_logdir_naming_a_file_is_refused(tmp_path):
 def test_evaluate_with_no_game_named_is_refused(tmp_path):
     result = run_cli("evaluate", "--init", str(tmp_path), "--games", ",", "--baseline", "random")
     assert_one_line_error(result, "--games: no game named in ','")
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (
+            ["--set", "logging.run_name=../../escape"],
+            "logging.run_name: must be one path component",
+        ),
+        (["--set", f"logging.run_name={'r' * 300}"], "at most 100 letters"),
+        (["--set", "logging.run_name=.hidden"], "not starting with '.' or '-'"),
+        (["--logdir", "/proc/forbidden"], "logging.logdir: cannot write in '/proc/forbidden'"),
+    ],
+    ids=["escape", "too_long", "dot", "unwritable_logdir"],
+)
+def test_run_names_and_log_directories_are_checked_before_ray(tmp_path, capsys, args, expected):
+    """A run name is one safe path component of bounded length, and the log directory must be
+    creatable and writable: one line, exit 2, nothing written anywhere."""
+    from leap_ray.cli import main
+
+    logdir = tmp_path / "runs"
+    argv = ["train", "--config", "configs/smoke.yaml", "--logdir", str(logdir), *args]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and expected in err and "\n" not in err, err
+    assert not logdir.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_the_log_directory_check_leaves_nothing_behind(tmp_path):
+    from leap_ray.runs import check_logdir
+
+    check_logdir(load_config("configs/smoke.yaml", [f"logging.logdir={tmp_path}/a/b/c"]))
+    assert list(tmp_path.iterdir()) == []  # created to be checked, then removed
+
+
+def test_train_task_seed_shares_the_config_fields_validation(capsys):
+    from leap_ray.cli import main
+
+    assert main(["train-task", "--game", "Pong", "--steps", "10", "--seed", "-1"]) == 2
+    assert "meta.seed: must be >= 0, got -1" in capsys.readouterr().err
+    assert main(["train-task", "--config", "configs/smoke.yaml", "--set", "meta.seed=-1",
+                 "--game", "Pong", "--steps", "10"]) == 2  # fmt: skip
+    assert "meta.seed: must be >= 0, got -1" in capsys.readouterr().err

@@ -5,6 +5,10 @@ import ast
 import csv
 import json
 import math
+import os
+import re
+import shlex
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -15,11 +19,19 @@ from matplotlib.image import imread
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from leap_ray import curves
-from leap_ray.checkpoint import load_checkpoint, save_checkpoint
+from leap_ray.checkpoint import (
+    encoder_checkpoint,
+    list_checkpoints,
+    load_checkpoint,
+    save_checkpoint,
+)
 from leap_ray.cli import main
 from leap_ray.config import load_config
-from leap_ray.envs import VectorTask, make_gym, training_games
-from leap_ray.tasks import encoder_checkpoint, initial_encoder
+from leap_ray.learners import initial_encoder
+from leap_ray.learners.a2c.envs import VectorTask
+from leap_ray.suites import training_games
+from leap_ray.suites.gym import make_gym
+from tests.processes import end_tree, run_cli, start_cli, wait_for
 
 FAMILY = ("CartPole-v1?length=0.75&gravity=12.0", "CartPole-v1?length=0.35&force_mag=7.0")
 GYM = {
@@ -143,6 +155,10 @@ def test_bad_input_is_one_line_and_exit_2(checkpoints, capsys, args, message):
 
 
 # -- end to end ------------------------------------------------------------------------------------
+def contents(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
 def scalar_tags(run_dir) -> set[str]:
     events = EventAccumulator(str(run_dir))
     events.Reload()
@@ -155,7 +171,7 @@ def test_finetune_then_evaluate_writes_all_outputs(tmp_path, gym_yaml, checkpoin
     args = ["--config", gym_yaml, "--steps-per-game", "200", "--out", str(finetuned)]
     assert main(["finetune", *args]) == 0
     state = load_checkpoint(finetuned)
-    assert state["driver"]["finetune"]["games"] == GYM["env"]["games"]
+    assert state["kind"] == "finetune" and state["progress"]["games"] == GYM["env"]["games"]
     start = load_checkpoint(checkpoints["gym"])["meta_init"]["init"]
     assert set(state["meta_init"]["init"]) == set(start)
     assert any(not torch.equal(state["meta_init"]["init"][n], t) for n, t in start.items())
@@ -229,27 +245,29 @@ def test_finetune_and_evaluate_resume_where_they_stopped(
     tmp_path, gym_yaml, checkpoints, monkeypatch, capsys
 ):
     import leap_ray.evaluate
-    import leap_ray.finetune
+    from leap_ray.learners.a2c import A2C
 
     ft_args = ["finetune", "--config", gym_yaml, "--steps-per-game", "200"]
     assert main([*ft_args, "--out", str(tmp_path / "whole")]) == 0
-    transfer = leap_ray.finetune.run_transfer_task
+    transfer = A2C.run_transfer_task
     calls = []
 
-    def stop_at_the_second_game(*args, **kwargs):
+    def stop_at_the_second_game(self, *args, **kwargs):
         calls.append(args[1])
         if len(calls) == 2:
             raise Stop("stopped")
-        return transfer(*args, **kwargs)
+        return transfer(self, *args, **kwargs)
 
-    def stop_at_the_first_game(*args, **kwargs):
+    def stop_at_the_first_game(self, *args, **kwargs):
         raise Stop("stopped")
 
-    monkeypatch.setattr(leap_ray.finetune, "run_transfer_task", stop_at_the_second_game)
+    monkeypatch.setattr(A2C, "run_transfer_task", stop_at_the_second_game)
     stopped = tmp_path / "stopped"
-    assert main([*ft_args, "--out", str(stopped)]) == 2
-    monkeypatch.setattr(leap_ray.finetune, "run_transfer_task", transfer)
-    assert load_checkpoint(stopped)["driver"]["finetune"]["games_done"] == 1
+    with pytest.raises(Stop):  # not one of the project's errors: its traceback is kept
+        main([*ft_args, "--out", str(stopped)])
+    monkeypatch.setattr(A2C, "run_transfer_task", transfer)
+    state = load_checkpoint(stopped)
+    assert state["kind"] == "finetune" and state["progress"]["games_done"] == 1
     assert main(["evaluate", "--init", str(stopped), "--steps", "100"]) == 2  # unfinished: refused
     assert "finetuning stopped after 1 of 2 games" in capsys.readouterr().err
     assert main([*ft_args, "--out", str(stopped), "--resume"]) == 0
@@ -262,10 +280,12 @@ def test_finetune_and_evaluate_resume_where_they_stopped(
     assert "a2c.lr (run: 0.002, now: 0.5) cannot change on resume" in capsys.readouterr().err
 
     calls.clear()  # stopped in its first game: no checkpoint yet, the folder exists
-    monkeypatch.setattr(leap_ray.finetune, "run_transfer_task", stop_at_the_first_game)
+    monkeypatch.setattr(A2C, "run_transfer_task", stop_at_the_first_game)
     early = tmp_path / "early"
-    assert main([*ft_args, "--out", str(early)]) == 2 and early.is_dir()
-    monkeypatch.setattr(leap_ray.finetune, "run_transfer_task", transfer)
+    with pytest.raises(Stop):
+        main([*ft_args, "--out", str(early)])
+    assert early.is_dir()
+    monkeypatch.setattr(A2C, "run_transfer_task", transfer)
     assert main([*ft_args, "--out", str(early), "--resume"]) == 0
     for name, tensor in whole["meta_init"]["init"].items():
         assert torch.equal(load_checkpoint(early)["meta_init"]["init"][name], tensor), name
@@ -283,17 +303,20 @@ def test_finetune_and_evaluate_resume_where_they_stopped(
             raise Stop("stopped")
 
     monkeypatch.setattr(leap_ray.evaluate, "save_run", stop_after_three_runs)
-    assert main(ev_args) == 2
+    with pytest.raises(Stop):
+        main(ev_args)
     monkeypatch.setattr(leap_ray.evaluate, "save_run", save_run)
     kept = {path.name: path.read_text() for path in (out / "runs").iterdir()}
     assert len(kept) == 3
     capsys.readouterr()
     assert main(ev_args) == 2  # the folder exists: refused without --resume
     assert "add --resume to continue it" in capsys.readouterr().err
+    before = contents(out)
     assert (
         main([*ev_args[:-4], "--steps", "300", "--seeds", "2", "--out", str(out), "--resume"]) == 2
     )
     assert "differs in: steps" in capsys.readouterr().err
+    assert contents(out) == before  # a refusal leaves every byte of OUT as it was
     assert main([*ev_args, "--resume"]) == 0
     runs = {path.name: path.read_text() for path in (out / "runs").iterdir()}
     assert len(runs) == 2 * 2 * 2 and all(runs[name] == text for name, text in kept.items())
@@ -301,3 +324,52 @@ def test_finetune_and_evaluate_resume_where_they_stopped(
         assert {(r["method"], r["game"], r["seed"]) for r in csv.DictReader(f)} == {
             (m, g, str(s)) for m in ("leap", "random") for g in FAMILY for s in (0, 1)
         }
+
+
+# -- the stop contract: keep what is finished, say how to continue, exit 128 + signal ----------
+def stop_and_continue(tmp_path, args: list[str], saved, sig: int) -> str:
+    """Start the CLI, send `sig` once `saved()` shows finished work, check the stop line, then
+    run the printed command; returns that run's output."""
+    log = tmp_path / "stopped.log"
+    proc = start_cli(*args, log=log)
+    try:
+        wait_for(saved, 240, "the first finished piece of work")
+        os.kill(proc.pid, sig)
+        assert proc.wait(timeout=120) == 128 + sig, log.read_text()[-3000:]
+    finally:
+        end_tree(proc)
+    out = log.read_text()
+    assert f"stopped by {signal.Signals(sig).name}" in out, out[-3000:]
+    again = [line for line in out.splitlines() if line.startswith("continue with: ")]
+    assert again, out[-3000:]
+    command = shlex.split(again[-1].removeprefix("continue with: "))
+    assert command[:3] == ["python", "-m", "leap_ray"] and command[-1] == "--resume"
+    resumed = run_cli(*command[3:], timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    return resumed.stdout
+
+
+def test_finetune_stopped_by_sigterm_says_how_to_continue(tmp_path, gym_yaml):
+    out = tmp_path / "ft"
+    args = ["finetune", "--config", gym_yaml, "--steps-per-game", "30000", "--out", str(out)]
+    args += ["--set", "env.num_envs=1"]  # a few seconds per game on one core
+
+    def first_game_saved():
+        return list_checkpoints(out)
+
+    stop_and_continue(tmp_path, args, first_game_saved, signal.SIGTERM)
+    state = load_checkpoint(out)
+    assert state["kind"] == "finetune" and state["progress"]["games_done"] == 2
+
+
+def test_evaluate_stopped_by_sigint_says_how_to_continue(tmp_path, checkpoints):
+    out = tmp_path / "eval"
+    args = ["evaluate", "--init", checkpoints["gym"], "--baseline", "random", "--seeds", "2"]
+    args += ["--steps", "5000", "--set", "resources.num_workers=1", "--out", str(out)]
+
+    def a_run_saved():
+        return (out / "runs").is_dir() and list((out / "runs").glob("*.json"))
+
+    resumed = stop_and_continue(tmp_path, args, a_run_saved, signal.SIGINT)
+    assert re.search(r"resuming: [1-7] of 8 runs finished before", resumed), resumed[-2000:]
+    assert len(list((out / "runs").glob("*.json"))) == 8 and (out / "summary.md").is_file()

@@ -2,9 +2,9 @@
 
 import pytest
 
-from leap_ray import games
 from leap_ray.config import load_config
-from leap_ray.envs import training_games
+from leap_ray.suites import atari as games
+from leap_ray.suites import training_games
 
 PAPER_HELD_OUT = ("Breakout", "SpaceInvaders")
 

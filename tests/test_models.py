@@ -6,9 +6,9 @@ import math
 import pytest
 import torch
 
-from leap_ray.a2c import make_learner
 from leap_ray.config import load_config
-from leap_ray.models import ActorCritic, make_encoder
+from leap_ray.learners.a2c.learning import make_learner
+from leap_ray.learners.a2c.networks import ActorCritic, make_encoder
 
 RELU, TANH = math.sqrt(2.0), 5.0 / 3.0
 

@@ -7,7 +7,7 @@ import os
 import pytest
 import ray
 
-from leap_ray.pool import WorkerPool
+from leap_ray.distributed.pool import WorkerPool
 
 
 @ray.remote(num_cpus=0.1, max_restarts=0)

@@ -11,11 +11,13 @@ import torch
 from leap_ray.checkpoint import list_checkpoints, load_checkpoint
 from leap_ray.config import ConfigError, load_config
 from leap_ray.driver import train
+from leap_ray.learners import learner_for
+from leap_ray.learners.rllib_ppo import PPOTask, RLlibPPO
 from leap_ray.meta import Leap
 from leap_ray.meta.partial import PartialSum
-from leap_ray.rllib_ppo import PPOTask, new_encoder
-from leap_ray.tasks import new_encoder as tasks_new_encoder
 from tests.events import scalar_counts
+
+new_encoder = RLlibPPO().new_encoder
 
 GAME = "CartPole-v1?length=0.25"
 SMOKE = "configs/rllib_smoke.yaml"
@@ -130,7 +132,7 @@ def test_meta_training_resume_and_transfer_end_to_end(ray_session, tmp_path):
     run = train(rllib_config(tmp_path, short, "logging.run_name=run"))
     checkpoint = load_checkpoint(run)
     assert checkpoint["meta_step"] == 2 and checkpoint["meta_init"]["version"] == 2
-    theta_0 = tasks_new_encoder(rllib_config(tmp_path), GAME, seed=0)
+    theta_0 = learner_for(rllib_config(tmp_path)).new_encoder(rllib_config(tmp_path), GAME, seed=0)
     moved = checkpoint["meta_init"]["init"]
     assert set(moved) == set(theta_0) and all(n.startswith("encoder.") for n in moved)
     assert any(not np.allclose(moved[n].numpy(), theta_0[n]) for n in moved)
@@ -181,7 +183,7 @@ def test_leaps_loss_term_defaults_off_for_ppo_and_a_set_value_is_kept():
 
 def test_a_diverging_ppo_learner_is_named_with_its_game_and_step(ray_session, tmp_path):
     """Through RLlib's Algorithm the same `LearnerDiverged` as A2C's (not retried by the driver)."""
-    from leap_ray.a2c import LearnerDiverged
+    from leap_ray.errors import LearnerDiverged
 
     task = PPOTask(rllib_config(tmp_path, "rllib.training.lr=1.0e+6"), GAME, seed=1)
     try:
@@ -189,3 +191,61 @@ def test_a_diverging_ppo_learner_is_named_with_its_game_and_step(ray_session, tm
             task.train(4096)
     finally:
         task.close()
+
+
+def test_the_rllib_recipe_restores_an_export_into_a_ppo_run(ray_session, tmp_path):
+    """README, "Use the initialization elsewhere": an exported RLlib encoder goes into a new
+    RLlib PPO run through RLlib's own RLModule checkpoint and `Algorithm.restore_from_path`;
+    the learner's module and the env runner's both hold the exported weights."""
+    from ray.rllib.algorithms.ppo import PPOConfig
+    from ray.rllib.core import (
+        COMPONENT_LEARNER,
+        COMPONENT_LEARNER_GROUP,
+        COMPONENT_RL_MODULE,
+        DEFAULT_MODULE_ID,
+    )
+    from ray.rllib.core.rl_module.default_model_config import DefaultModelConfig
+    from ray.rllib.core.rl_module.rl_module import RLModuleSpec
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    from leap_ray.checkpoint import encoder_checkpoint, save_checkpoint
+    from leap_ray.cli import main
+
+    cfg = rllib_config(tmp_path)
+    init = {name: value + 0.5 for name, value in new_encoder(cfg, GAME, seed=3).items()}
+    save_checkpoint(tmp_path / "run", encoder_checkpoint(cfg, init, {}), keep=1)
+    exported = tmp_path / "init.safetensors"
+    assert main(["export", str(tmp_path / "run"), "--out", str(exported)]) == 0
+
+    # the recipe: a PPO run with the exported encoder's model config ...
+    with safe_open(exported, framework="pt") as f:
+        model = DefaultModelConfig(**json.loads(f.metadata()["rllib_model"]))
+    config = (
+        PPOConfig()
+        .environment("CartPole-v1")
+        .env_runners(num_env_runners=0)
+        .rl_module(model_config=model)
+    )
+    algo = config.build_algo()
+    try:
+        # ... an RLModule checkpoint of its own module with the encoder's weights put in ...
+        module = RLModuleSpec.from_module(algo.get_module()).build()
+        state = module.get_state()
+        weights = load_file(exported)
+        state.update({"encoder." + name: t.numpy() for name, t in weights.items()})
+        module.set_state(state)
+        module.save_to_path(tmp_path / "module")
+        # ... restored into the run's learner; RLlib syncs its env runners
+        component = "/".join(
+            [COMPONENT_LEARNER_GROUP, COMPONENT_LEARNER, COMPONENT_RL_MODULE, DEFAULT_MODULE_ID]
+        )
+        algo.restore_from_path(tmp_path / "module", component=component)
+
+        learner = algo.learner_group.foreach_learner(lambda lr: lr.module[DEFAULT_MODULE_ID])
+        for built in (next(iter(learner)).get(), algo.env_runner.module):
+            for name, p in built.encoder.named_parameters():
+                assert np.array_equal(p.detach().cpu().numpy(), init[name]), name
+        algo.train()  # and it trains from there
+    finally:
+        algo.stop()

@@ -8,7 +8,7 @@ float32 results are compared with a tolerance that still tells any change of for
 import pytest
 import torch
 
-from leap_ray.rmsprop import RMSProp
+from leap_ray.learners.a2c.rmsprop import RMSProp
 
 
 @pytest.mark.parametrize("eps", [1e-4, 1e-8])

@@ -7,12 +7,13 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from leap_ray.a2c import make_learner
 from leap_ray.checkpoint import list_checkpoints, load_checkpoint
 from leap_ray.driver import train
-from leap_ray.envs import training_games
+from leap_ray.learners import initial_encoder
+from leap_ray.learners.a2c.learning import make_learner
 from leap_ray.meta import PartialMetaGradient
-from leap_ray.tasks import initial_encoder, sample_games, task_seed
+from leap_ray.suites import training_games
+from leap_ray.tasks import sample_games, task_seed
 from tests.events import scalar_counts
 
 pytestmark = pytest.mark.usefixtures("ray_session")
@@ -95,7 +96,7 @@ def test_resume_is_bit_identical_and_finishes(smoke_config, tmp_path):
     first = train(smoke_config("logging.run_name=split", "meta.meta_steps=1"))
     saved = load_checkpoint(first)
     from leap_ray.config import config_from_dict
-    from leap_ray.server import ParameterServer
+    from leap_ray.distributed.server import ParameterServer
 
     server = ParameterServer(
         config_from_dict(saved["config"]),

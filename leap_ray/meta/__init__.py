@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from torch import nn
 
 from leap_ray.meta.base import PathMetaLearner, TensorLike
-from leap_ray.meta.initialization import META_OPTIMIZERS, MetaInitialization
+from leap_ray.meta.initialization import META_OPTIMIZERS, MetaInitialization, check_meta_state
 from leap_ray.meta.leap import METRICS, Leap
 from leap_ray.meta.partial import PartialMetaGradient
 from leap_ray.meta.reptile import Reptile
@@ -49,5 +49,6 @@ __all__ = [
     "PartialMetaGradient",
     "PathMetaLearner",
     "Reptile",
+    "check_meta_state",
     "make_meta_learner",
 ]

@@ -76,7 +76,7 @@ class MetaInitialization:
         """Every tensor of `state` is checked against this template (shape, finiteness, the
         optimizer's own state keys) before anything is copied; the configured lr is kept, so a
         resumed run uses the meta.lr it was started with now."""
-        self._check_state(state)
+        check_meta_state(state, self.shapes(), self.optimizer_name)
         with torch.no_grad():
             for name, p in self.params.items():
                 p.copy_(state["init"][name])
@@ -85,46 +85,50 @@ class MetaInitialization:
         for group in self.optimizer.param_groups:
             group["lr"] = self.lr
 
-    def _check_state(self, state: Mapping) -> None:
-        init = state.get("init")
-        if not isinstance(init, Mapping) or type(state.get("version")) is not int:
-            raise ValueError("checkpoint's meta-state lacks its initialization or version")
-        shapes = self.shapes()
-        if dict(shapes) != {n: tuple(t.shape) for n, t in init.items()}:
+
+def check_meta_state(state: Mapping, shapes: Mapping[str, tuple[int, ...]], optimizer: str) -> None:
+    """A checkpoint's meta-state (`MetaInitialization.state_dict()`) against the template of an
+    initialization with these parameter shapes (in order) and this meta-optimizer: every tensor
+    is checked (shape, finiteness, the optimizer's own state keys); a ValueError says which."""
+    init = state.get("init")
+    if not isinstance(init, Mapping) or type(state.get("version")) is not int:
+        raise ValueError("checkpoint's meta-state lacks its initialization or version")
+    shapes = dict(shapes)
+    if dict(shapes) != {n: tuple(t.shape) for n, t in init.items()}:
+        raise ValueError(
+            "checkpoint holds an incompatible encoder: its parameter shapes differ from the "
+            "configured encoder's"
+        )
+    opt = state.get("optimizer")
+    groups = opt.get("param_groups") if isinstance(opt, Mapping) else None
+    per_param = opt.get("state") if isinstance(opt, Mapping) else None
+    if (
+        not isinstance(groups, list)
+        or len(groups) != 1
+        or list(groups[0].get("params", ())) != list(range(len(shapes)))
+        or not isinstance(per_param, Mapping)
+    ):
+        raise ValueError("checkpoint's meta-optimizer state does not fit this initialization")
+    params = list(shapes.items())
+    for index, values in per_param.items():
+        if not isinstance(index, int) or not 0 <= index < len(params):
+            raise ValueError(f"checkpoint's meta-optimizer state names parameter {index!r}")
+        name, shape = params[index]
+        unknown = set(values) - OPTIMIZER_STATE[optimizer]
+        if unknown:
             raise ValueError(
-                "checkpoint holds an incompatible encoder: its parameter shapes differ from the "
-                "configured encoder's"
+                f"checkpoint's meta-optimizer state for {name} has {sorted(unknown)}: it was "
+                f"not written by {optimizer} (meta.optimizer cannot change on resume)"
             )
-        opt = state.get("optimizer")
-        groups = opt.get("param_groups") if isinstance(opt, Mapping) else None
-        per_param = opt.get("state") if isinstance(opt, Mapping) else None
-        if (
-            not isinstance(groups, list)
-            or len(groups) != 1
-            or list(groups[0].get("params", ())) != list(range(len(shapes)))
-            or not isinstance(per_param, Mapping)
-        ):
-            raise ValueError("checkpoint's meta-optimizer state does not fit this initialization")
-        params = list(shapes.items())
-        for index, values in per_param.items():
-            if not isinstance(index, int) or not 0 <= index < len(params):
-                raise ValueError(f"checkpoint's meta-optimizer state names parameter {index!r}")
-            name, shape = params[index]
-            unknown = set(values) - OPTIMIZER_STATE[self.optimizer_name]
-            if unknown:
+        for key, value in values.items():
+            if value is None:
+                continue
+            if not isinstance(value, torch.Tensor):
+                raise ValueError(f"checkpoint's meta-optimizer {key} of {name} is no tensor")
+            if value.dim() > 0 and tuple(value.shape) != shape:
                 raise ValueError(
-                    f"checkpoint's meta-optimizer state for {name} has {sorted(unknown)}: it was "
-                    f"not written by {self.optimizer_name} (meta.optimizer cannot change on resume)"
+                    f"checkpoint's meta-optimizer {key} of {name} has shape "
+                    f"{tuple(value.shape)}, the parameter {shape}"
                 )
-            for key, value in values.items():
-                if value is None:
-                    continue
-                if not isinstance(value, torch.Tensor):
-                    raise ValueError(f"checkpoint's meta-optimizer {key} of {name} is no tensor")
-                if value.dim() > 0 and tuple(value.shape) != shape:
-                    raise ValueError(
-                        f"checkpoint's meta-optimizer {key} of {name} has shape "
-                        f"{tuple(value.shape)}, the parameter {shape}"
-                    )
-                if not bool(torch.isfinite(value).all()):
-                    raise ValueError(f"checkpoint's meta-optimizer {key} of {name} is not finite")
+            if not bool(torch.isfinite(value).all()):
+                raise ValueError(f"checkpoint's meta-optimizer {key} of {name} is not finite")

@@ -13,10 +13,11 @@ from pathlib import Path
 
 import torch
 
+from leap_ray.checkpoint import encoder_checkpoint
 from leap_ray.config import load_config
-from leap_ray.envs import training_games
+from leap_ray.learners import initial_encoder
 from leap_ray.meta import MetaInitialization
-from leap_ray.tasks import encoder_checkpoint, initial_encoder
+from leap_ray.suites import training_games
 
 HERE = Path(__file__).resolve().parent / "bad_checkpoints"
 

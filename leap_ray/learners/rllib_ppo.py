@@ -15,13 +15,14 @@ Episode returns are recorded beneath all of that, so they are whole, unclipped g
 
 RLlib ships inside the `ray` package, so this module imports it; it never starts or calls Ray
 itself: a task runs in a task worker, or in the local Ray the CLI starts for `train-task` and
-`finetune`.
+`finetune`. The registry imports it only for runs that use it. It keeps no module state: what a
+task's environments record is read back from its own env runner.
 """
 
 from __future__ import annotations
 
 import functools
-import itertools
+import json
 import logging
 import math
 import time
@@ -29,7 +30,6 @@ import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
 
-import ale_py
 import gymnasium as gym
 import numpy as np
 import torch
@@ -42,12 +42,21 @@ from ray.rllib.core.rl_module.default_model_config import DefaultModelConfig
 from ray.rllib.env.wrappers.atari_wrappers import wrap_atari_for_new_api_stack
 from ray.tune.registry import register_env
 
-from leap_ray.a2c import LearnerDiverged, LearnerSummary, PathTracker, configured_meta_learner
-from leap_ray.config import Config, ConfigError
-from leap_ray.envs import make_gym
-from leap_ray.games import resolve_game
+from leap_ray.config import Config, EnvConfig
+from leap_ray.errors import ConfigError, LearnerDiverged
+from leap_ray.learners.base import (
+    Encoder,
+    LearnerSummary,
+    OnLog,
+    OnPartial,
+    PathTracker,
+    configured_meta_learner,
+    log_episodes,
+    shape_mismatch,
+)
 from leap_ray.meta import PartialMetaGradient, PathMetaLearner
-from leap_ray.models import shape_mismatch
+from leap_ray.suites import suite_for
+from leap_ray.tasks import TaskSpec
 
 # TensorBoard names (as the A2C learner's) of RLlib's PPO learner statistics
 LOSS_STATS = {
@@ -57,16 +66,7 @@ LOSS_STATS = {
     "total": "total_loss",
     "kl": "mean_kl_loss",
 }
-ENCODER_PREFIX = "encoder."  # the RLModule's shared encoder (DefaultPPOTorchRLModule.encoder)
-Encoder = Mapping[str, np.ndarray]
-
-gym.register_envs(ale_py)
-
-# Notices RLlib 2.60 prints for every Algorithm whatever the config, about its own internals:
-# its env id re-registered, a GPU monitor, the new API stack being the default (it is asked for
-# explicitly), and the deprecated way its own PPO builds its RLModule
-warnings.filterwarnings("ignore", message=".*Overriding environment rllib-single-agent-env")
-logging.getLogger("ray.tune.utils.util").setLevel(logging.ERROR)
+TASK_ENV = "leap_ray_task"  # RLlib takes a custom env by registered name only
 
 
 class _DropNotices(logging.Filter):
@@ -76,28 +76,47 @@ class _DropNotices(logging.Filter):
         return not any(notice in record.getMessage() for notice in self.NOTICES)
 
 
-for _name in ("ray.rllib", "ray.rllib.algorithms.algorithm_config", "ray._common.deprecation"):
-    logging.getLogger(_name).addFilter(_DropNotices())
+DROP_NOTICES = _DropNotices()
+
+
+@functools.cache
+def _register_task_env() -> None:
+    register_env(TASK_ENV, make_task_env)
+
+
+def _set_up_rllib() -> None:
+    """When a task config is made: the task env registered with RLlib (once per process), and
+    the notices RLlib 2.60 prints for every Algorithm whatever the config, about its own
+    internals, silenced (its env id re-registered, a GPU monitor, the new API stack being the
+    default: it is asked for explicitly, the deprecated way its own PPO builds its RLModule).
+    Every other RLlib warning still shows."""
+    _register_task_env()
+    warnings.filterwarnings("ignore", message=".*Overriding environment rllib-single-agent-env")
+    logging.getLogger("ray.tune.utils.util").setLevel(logging.ERROR)
+    for name in ("ray.rllib", "ray.rllib.algorithms.algorithm_config", "ray._common.deprecation"):
+        logging.getLogger(name).addFilter(DROP_NOTICES)  # the same filter object: added once
 
 
 # -- environments ------------------------------------------------------------------------------
-_EPISODES: dict[str, list[tuple[float, int]]] = {}  # per task token: (return, length) finished
-
-
 class GameRecorder(gym.Wrapper):
     """Beneath every other wrapper: sums the real rewards of whole games (a game cut by a time
-    limit above it ends at the reset that follows) into `_EPISODES[token]`."""
+    limit above it ends at the reset that follows); `drain` hands over the finished ones."""
 
-    def __init__(self, env: gym.Env, token: str, frames_per_step: int) -> None:
+    def __init__(self, env: gym.Env, frames_per_step: int) -> None:
         super().__init__(env)
-        self.token, self.frames_per_step = token, frames_per_step
+        self.frames_per_step = frames_per_step
         self.total, self.frames = 0.0, 0
+        self.finished: list[tuple[float, int]] = []  # (return, length) per finished game
 
     def _record(self) -> None:
         if self.frames:
             steps = math.ceil(self.frames / self.frames_per_step)
-            _EPISODES.setdefault(self.token, []).append((self.total, steps))
+            self.finished.append((self.total, steps))
         self.total, self.frames = 0.0, 0
+
+    def drain(self) -> list[tuple[float, int]]:
+        finished, self.finished = self.finished, []
+        return finished
 
     def reset(self, **kwargs):
         self._record()
@@ -113,43 +132,37 @@ class GameRecorder(gym.Wrapper):
 
 
 def make_task_env(ctx: Mapping[str, Any]) -> gym.Env:
-    """The env of one task for RLlib's env runner: `ctx` holds the game, the suite and the env
-    settings (`_env_context`)."""
-    if ctx["suite"] == "atari":
-        raw = gym.make(
-            f"ALE/{ctx['game']}-v5",
-            frameskip=1,  # RLlib's wrapper skips (and max-pools) frames
-            repeat_action_probability=ctx["repeat_action_probability"],
-            full_action_space=False,
-        )
+    """The env of one task for RLlib's env runner: `ctx` holds the game and the env section
+    (`_env_context`). Frames go through RLlib's Atari preprocessing, which skips (and
+    max-pools) frames itself; rewards are clipped above everything."""
+    cfg = EnvConfig(**ctx["env"])
+    suite = suite_for(cfg)
+    raw = suite.single_env(ctx["game"], cfg)
+    if suite.frames:
         env = wrap_atari_for_new_api_stack(
-            GameRecorder(raw, ctx["token"], ctx["frame_skip"]),
+            GameRecorder(raw, cfg.frame_skip),
             dim=84,
-            frameskip=ctx["frame_skip"],
+            frameskip=cfg.frame_skip,
             framestack=None,  # stacked by the connectors
-            grayscale=ctx["grayscale"],
+            grayscale=cfg.grayscale,
         )
     else:
-        env = GameRecorder(make_gym(ctx["game"]), ctx["token"], 1)
-    clip = ctx["reward_clip"]
-    return gym.wrappers.ClipReward(env, -clip, clip)
+        env = GameRecorder(raw, 1)
+    return gym.wrappers.ClipReward(env, -cfg.reward_clip, cfg.reward_clip)
 
 
-TASK_ENV = "leap_ray_task"  # RLlib takes a custom env by registered name only
-register_env(TASK_ENV, make_task_env)
+def _env_context(cfg: Config, game: str) -> dict[str, Any]:
+    return {"game": suite_for(cfg.env).resolve(game), "env": cfg.env.model_dump()}
 
 
-def _env_context(cfg: Config, game: str, token: str) -> dict[str, Any]:
-    env = cfg.env
-    return {
-        "suite": env.suite,
-        "game": resolve_game(game) if env.suite == "atari" else game,
-        "token": token,
-        "repeat_action_probability": env.repeat_action_probability,
-        "frame_skip": env.frame_skip,
-        "grayscale": env.grayscale,
-        "reward_clip": env.reward_clip,
-    }
+def game_recorders(env_runner) -> list[GameRecorder]:
+    """The `GameRecorder` of each of an env runner's environments (beneath RLlib's wrappers)."""
+    recorders = []
+    for env in env_runner.env.unwrapped.envs:
+        while not isinstance(env, GameRecorder):
+            env = env.env
+        recorders.append(env)
+    return recorders
 
 
 def _stack_env_to_module(env, spaces, device, *, frames: int):
@@ -161,24 +174,22 @@ def _stack_learner(obs_space, action_space, *, frames: int):
 
 
 # -- the algorithm -----------------------------------------------------------------------------
-_tokens = itertools.count()
-
-
-def ppo_config(cfg: Config, game: str, seed: int, token: str = "") -> PPOConfig:
+def ppo_config(cfg: Config, game: str, seed: int) -> PPOConfig:
     """RLlib's PPOConfig of one task: in-process, the env settings mapped, `rllib.training` and
     `rllib.model` passed through. RLlib's own errors (an unknown setting, a bad value) become
     one-line `ConfigError`s naming the section."""
+    _set_up_rllib()
     config = (
         PPOConfig()
         .api_stack(enable_rl_module_and_learner=True, enable_env_runner_and_connector_v2=True)
-        .environment(TASK_ENV, env_config=_env_context(cfg, game, token))
+        .environment(TASK_ENV, env_config=_env_context(cfg, game))
         .env_runners(num_env_runners=0, num_envs_per_env_runner=cfg.env.num_envs)
         # the learner in this process, on the worker's GPU where Ray gave it one
         .learners(num_learners=0, num_gpus_per_learner=int(cfg.resources.gpus_per_worker > 0))
         .debugging(seed=seed, log_level="ERROR")
         .reporting(metrics_num_episodes_for_smoothing=1)
     )
-    stacked = cfg.env.suite == "atari" and cfg.env.frame_stack > 1
+    stacked = suite_for(cfg.env).frames and cfg.env.frame_stack > 1
     if stacked:
         frames = cfg.env.frame_stack
         config.env_runners(
@@ -204,22 +215,6 @@ def ppo_config(cfg: Config, game: str, seed: int, token: str = "") -> PPOConfig:
 def _validate_without_gpus(cfg: Config, game: str) -> None:
     """RLlib's check, on the driver: which GPU a worker gets is the worker's business."""
     ppo_config(cfg, game, seed=0).learners(num_gpus_per_learner=0).validate()
-
-
-def check_rllib(cfg: Config, game: str) -> None:
-    """RLlib's own validation of the task config, and a build of its RLModule, before any Ray
-    starts (RLlib's messages are long: the first line is kept, at most 200 characters)."""
-    for what, check in (
-        ("refuses the PPO config", lambda: _validate_without_gpus(cfg, game)),
-        ("cannot build the RLModule", lambda: new_encoder(cfg, game, seed=0)),
-    ):
-        try:
-            check()
-        except ConfigError:
-            raise
-        except Exception as error:  # RLlib raises ValueError, TypeError, AssertionError...
-            lines = str(error).strip().splitlines() or [type(error).__name__]
-            raise ConfigError(f"rllib: RLlib {what}: {lines[0][:200]}") from None
 
 
 class LeapPPOLearner(PPOTorchLearner):
@@ -296,13 +291,13 @@ class PPOTask:
 
     def __init__(self, cfg: Config, game: str, seed: int) -> None:
         torch.manual_seed(seed)
-        torch.set_num_threads(cfg.a2c.torch_threads)  # the one intra-op setting of both learners
+        torch.set_num_threads(cfg.rllib.torch_threads)
         self.cfg, self.game = cfg, game
-        self.token = f"{game}-{seed}-{next(_tokens)}"
-        self.algo = ppo_config(cfg, game, seed, self.token).build_algo()
+        self.algo = ppo_config(cfg, game, seed).build_algo()
         learners = self.algo.learner_group.foreach_learner(lambda learner: learner)
         self.learner: LeapPPOLearner = next(iter(learners)).get()
         self.module = self.learner.module[DEFAULT_MODULE_ID]
+        self.recorders = game_recorders(self.algo.env_runner)
 
     def encoder(self) -> dict[str, np.ndarray]:
         return encoder_arrays(self.module)
@@ -322,14 +317,19 @@ class PPOTask:
         if not all(np.array_equal(acting[name], value) for name, value in init.items()):
             raise RuntimeError(f"RLlib's env runner on {self.game} did not take the initialization")
 
+    def finished_games(self) -> list[tuple[float, int]]:
+        """(return, length) of the games finished since the last call, environment by
+        environment."""
+        return [game for recorder in self.recorders for game in recorder.drain()]
+
     def train(
         self,
         num_env_steps: int,
         meta_learner: PathMetaLearner | None = None,
         *,
         stream_every: int = 0,
-        on_partial: Callable[[PartialMetaGradient], None] | None = None,
-        on_log: Callable[[int, dict[str, float]], None] | None = None,
+        on_partial: OnPartial | None = None,
+        on_log: OnLog | None = None,
     ) -> LearnerSummary:
         """PPO iterations until `num_env_steps` are sampled; then the meta-learner's path is
         closed at theta_K (without a loss there: PPO's loss needs a new batch) and its last
@@ -340,7 +340,7 @@ class PPOTask:
         self.learner.observer = observer
         start = time.perf_counter()
         env_steps = 0
-        _EPISODES.pop(self.token, None)
+        self.finished_games()  # the probe episodes of building the algorithm, if any
         try:
             while env_steps < num_env_steps:
                 began = time.perf_counter()
@@ -348,17 +348,10 @@ class PPOTask:
                 sampled = int(result["env_runners"]["num_env_steps_sampled_lifetime"])
                 rate = (sampled - env_steps) / max(time.perf_counter() - began, 1e-9)
                 env_steps = sampled
-                episodes = [(env_steps, r, n) for r, n in _EPISODES.pop(self.token, [])]
+                episodes = [(env_steps, r, n) for r, n in self.finished_games()]
                 summary.episodes += episodes
                 if on_log is not None:
-                    for _, episode_return, length in episodes:
-                        on_log(
-                            env_steps,
-                            {
-                                "charts/episode_return": episode_return,
-                                "charts/episode_length": float(length),
-                            },
-                        )
+                    log_episodes(on_log, env_steps, episodes)
                     stats = result["learners"][DEFAULT_MODULE_ID]
                     losses = {
                         f"losses/{ours}": float(stats[theirs])
@@ -390,65 +383,15 @@ class PPOTask:
 
     def close(self) -> None:
         self.algo.stop()
-        _EPISODES.pop(self.token, None)
-
-
-def meta_learner_for(cfg: Config, init: Encoder) -> PathMetaLearner:
-    """The configured meta-learner over the RLModule's encoder, its initialization `init`."""
-    return configured_meta_learner(cfg.meta, init, prefix=ENCODER_PREFIX)
-
-
-def run_meta_task(
-    cfg: Config,
-    spec,  # tasks.TaskSpec
-    init: Encoder,
-    on_partial: Callable[[PartialMetaGradient], None],
-    on_log: Callable[[int, dict[str, float]], None] | None = None,
-) -> LearnerSummary:
-    """`tasks.run_meta_task` with this learner."""
-    task = PPOTask(cfg, spec.game, spec.seed)
-    try:
-        task.load_encoder(init)
-        meta_learner = meta_learner_for(cfg, init)
-        meta_learner.load(init, spec.init_version)
-        return task.train(
-            spec.env_steps,
-            meta_learner,
-            stream_every=cfg.meta.stream_every,
-            on_partial=on_partial,
-            on_log=on_log,
-        )
-    finally:
-        task.close()
-
-
-def run_transfer_task(
-    cfg: Config,
-    game: str,
-    seed: int,
-    steps: int,
-    init: Encoder | None,
-    on_log: Callable[[int, dict[str, float]], None] | None = None,
-) -> tuple[LearnerSummary, dict[str, np.ndarray]]:
-    """`tasks.run_transfer_task` with this learner."""
-    task = PPOTask(cfg, game, seed)
-    try:
-        if init is not None:
-            task.load_encoder(init)
-        summary = task.train(steps, on_log=on_log)
-        return summary, task.encoder()
-    finally:
-        task.close()
 
 
 def task_spaces(cfg: Config, game: str) -> tuple[gym.Space, gym.Space]:
     """The RLModule's observation and action spaces on `game`: the env's, its frames stacked
     along the last axis as RLlib's frame-stacking connector does."""
-    env = make_task_env(_env_context(cfg, game, token="probe"))
+    env = make_task_env(_env_context(cfg, game))
     obs, actions = env.observation_space, env.action_space
     env.close()
-    _EPISODES.pop("probe", None)
-    if cfg.env.suite == "atari" and cfg.env.frame_stack > 1:
+    if suite_for(cfg.env).frames and cfg.env.frame_stack > 1:
         k = cfg.env.frame_stack
         obs = gym.spaces.Box(
             np.repeat(obs.low, k, axis=-1), np.repeat(obs.high, k, axis=-1), dtype=obs.dtype
@@ -456,12 +399,104 @@ def task_spaces(cfg: Config, game: str) -> tuple[gym.Space, gym.Space]:
     return obs, actions
 
 
-def new_encoder(cfg: Config, game: str, seed: int) -> dict[str, np.ndarray]:
-    """An encoder as RLlib initializes it for `game`, drawn from `seed`, built without an
-    Algorithm (so without Ray): theta_0 of meta-training, and the template of its names."""
-    spec = ppo_config(cfg, game, seed).get_rl_module_spec(
-        spaces={DEFAULT_MODULE_ID: task_spaces(cfg, game)}
-    )
-    torch.manual_seed(seed)
-    module = spec.build()
-    return encoder_arrays(module)
+class RLlibPPO:
+    """`learner: rllib_ppo` (learners/base.Learner)."""
+
+    name = "rllib_ppo"
+    needs_ray = True  # an RLlib Algorithm needs a Ray runtime, even with everything in-process
+
+    def check(self, cfg: Config, games: tuple[str, ...]) -> None:
+        """RLlib's own validation of the task config, and a build of its RLModule, before any
+        Ray starts (RLlib's messages are long: the first line is kept, at most 200
+        characters)."""
+        for what, check in (
+            ("refuses the PPO config", lambda: _validate_without_gpus(cfg, games[0])),
+            ("cannot build the RLModule", lambda: self.new_encoder(cfg, games[0], seed=0)),
+        ):
+            try:
+                check()
+            except ConfigError:
+                raise
+            except Exception as error:  # RLlib raises ValueError, TypeError, AssertionError...
+                lines = str(error).strip().splitlines() or [type(error).__name__]
+                raise ConfigError(f"rllib: RLlib {what}: {lines[0][:200]}") from None
+
+    def steps_per_task(self, cfg: Config) -> int:
+        return cfg.rllib.steps_per_task
+
+    def describe(self, cfg: Config) -> str:
+        return f"RLlib PPO learners (rllib.model={cfg.rllib.model})"
+
+    def encoder_name(self, cfg: Config) -> str:
+        return "RLlib's encoder"
+
+    def new_encoder(self, cfg: Config, game: str, seed: int) -> dict[str, np.ndarray]:
+        """An encoder as RLlib initializes it for `game`, drawn from `seed`, built without an
+        Algorithm (so without Ray): theta_0 of meta-training, and the template of its names."""
+        spec = ppo_config(cfg, game, seed).get_rl_module_spec(
+            spaces={DEFAULT_MODULE_ID: task_spaces(cfg, game)}
+        )
+        torch.manual_seed(seed)
+        module = spec.build()
+        return encoder_arrays(module)
+
+    def encoder_metadata(self, cfg: Config, game: str) -> dict[str, str]:
+        obs, _ = task_spaces(cfg, game)
+        return {
+            "encoder": "rllib_default_ppo",  # DefaultPPOTorchRLModule's encoder
+            "rllib_model": json.dumps(cfg.rllib.model, sort_keys=True),  # its DefaultModelConfig
+            "observation_shape": json.dumps(list(obs.shape)),  # RLlib's, channels last
+        }
+
+    def run_meta_task(
+        self, cfg: Config, spec: TaskSpec, init: Encoder, on_partial: OnPartial, on_log: OnLog
+    ) -> LearnerSummary:
+        task = PPOTask(cfg, spec.game, spec.seed)
+        try:
+            task.load_encoder(init)
+            meta_learner = configured_meta_learner(cfg.meta, init)
+            meta_learner.load(init, spec.init_version)
+            return task.train(
+                spec.env_steps,
+                meta_learner,
+                stream_every=cfg.meta.stream_every,
+                on_partial=on_partial,
+                on_log=on_log,
+            )
+        finally:
+            task.close()
+
+    def run_transfer_task(
+        self, cfg: Config, game: str, seed: int, steps: int, init: Encoder | None, on_log: OnLog
+    ) -> tuple[LearnerSummary, dict[str, np.ndarray]]:
+        task = PPOTask(cfg, game, seed)
+        try:
+            if init is not None:
+                task.load_encoder(init)
+            summary = task.train(steps, on_log=on_log)
+            return summary, task.encoder()
+        finally:
+            task.close()
+
+    def run_single_task(
+        self,
+        cfg: Config,
+        game: str,
+        seed: int,
+        steps: int,
+        on_partial: OnPartial,
+        on_log: OnLog,
+        log_every: int,
+    ) -> LearnerSummary:
+        task = PPOTask(cfg, game, seed)
+        try:
+            meta_learner = configured_meta_learner(cfg.meta, task.encoder())
+            return task.train(
+                steps,
+                meta_learner,
+                stream_every=cfg.meta.stream_every,
+                on_partial=on_partial,
+                on_log=on_log,
+            )
+        finally:
+            task.close()

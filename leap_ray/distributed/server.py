@@ -2,7 +2,9 @@
 ledger. Task workers stream partial meta-gradients to `push`; the driver calls `apply` with the
 task ids of one meta_step (sync: the whole meta-batch; async: every `async_k` finished tasks) and
 writes the statistics it returns (telemetry does not pass through the server: `telemetry.py`).
-Plain class; `driver.make_server` makes it a Ray actor."""
+The driver's progress (task ids, env_steps, pending tasks) comes with `apply` so that it is
+checkpointed with the meta-state it belongs to. Plain class; `distributed.launch.make_server`
+makes it a Ray actor."""
 
 from __future__ import annotations
 
@@ -12,9 +14,9 @@ import time
 import ray
 import torch
 
-from leap_ray.checkpoint import init_digest, save_checkpoint
+from leap_ray.checkpoint import META_TRAINING, checkpoint_state, init_digest, save_checkpoint
 from leap_ray.config import Config
-from leap_ray.ledger import Ledger, PartialMessage
+from leap_ray.distributed.ledger import Ledger, PartialMessage
 from leap_ray.meta import MetaInitialization
 
 log = logging.getLogger(__name__)
@@ -27,14 +29,14 @@ class ParameterServer:
         self.meta_init = MetaInitialization(init, self.cfg.meta.optimizer, self.cfg.meta.lr)
         self.ledger = Ledger(self.cfg.meta.max_partial_norm)
         self.meta_step = 0
-        self.driver_state: dict = {}
+        self.progress: dict = {}  # the driver's, as of the last meta_step
         self.merge_seconds: list[float] = []
         self.rejected_updates = 0
         if checkpoint is not None:
             self.meta_init.load_state_dict(checkpoint["meta_init"])
             self.ledger.load_records(checkpoint["ledger"])
             self.meta_step = int(checkpoint["meta_step"])
-            self.driver_state = dict(checkpoint["driver"])
+            self.progress = dict(checkpoint["progress"])
             torch.set_rng_state(checkpoint["torch_rng"])
         self._init_ref = None
 
@@ -52,7 +54,7 @@ class ParameterServer:
         return {
             "meta_step": self.meta_step,
             "version": self.meta_init.version,
-            "driver": dict(self.driver_state),
+            "progress": dict(self.progress),
             "init_sha256": init_digest(self.meta_init.state_dict()["init"]),
         }
 
@@ -65,7 +67,7 @@ class ParameterServer:
     def fail(self, task_id: int, attempt: int, reason: str) -> None:
         self.ledger.fail(task_id, attempt, reason)
 
-    def apply(self, task_ids: list[int], driver_state: dict) -> dict[str, float]:
+    def apply(self, task_ids: list[int], progress: dict) -> dict[str, float]:
         """One meta_step over the given finished tasks; checkpoints when due."""
         start = time.perf_counter()
         max_staleness = self.cfg.meta.max_staleness if self.cfg.meta.mode == "async" else 0
@@ -87,7 +89,7 @@ class ParameterServer:
                 "meta_step %d: no task was accepted; initialization unchanged", self.meta_step
             )
         self.meta_step += 1
-        self.driver_state = dict(driver_state)
+        self.progress = dict(progress)
         merges = self.merge_seconds or [0.0]
         stats.update(
             {
@@ -109,13 +111,12 @@ class ParameterServer:
         return stats
 
     def save(self) -> str:
-        state = {
-            "format": 1,
-            "meta_init": self.meta_init.state_dict(),
-            "meta_step": self.meta_step,
-            "ledger": self.ledger.records(),
-            "config": self.cfg.to_dict(),
-            "torch_rng": torch.get_rng_state(),
-            "driver": dict(self.driver_state),
-        }
+        state = checkpoint_state(
+            META_TRAINING,
+            self.meta_init.state_dict(),
+            self.meta_step,
+            self.ledger.records(),
+            self.cfg.to_dict(),
+            self.progress,
+        )
         return str(save_checkpoint(self.run_dir, state, self.cfg.logging.keep_checkpoints))

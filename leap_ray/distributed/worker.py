@@ -1,7 +1,8 @@
-"""TaskWorker: runs one A2C learning process at a time from the initialization it is handed, and
-streams the task's partial meta-gradients to the parameter server and its TensorBoard rows to
-the telemetry sink.
-Plain class; `driver.make_worker` makes it a Ray actor. Reused across tasks."""
+"""TaskWorker: runs one learning process at a time (the configured learner, `leap_ray.learners`)
+from the initialization it is handed, and streams the task's partial meta-gradients to the
+parameter server and its TensorBoard rows to the telemetry sink; for evaluation, a transfer run
+with neither. Plain class; `distributed.launch.make_worker` makes it a Ray actor. Reused across
+tasks."""
 
 from __future__ import annotations
 
@@ -14,8 +15,10 @@ from dataclasses import dataclass
 import ray
 
 from leap_ray.config import Config
-from leap_ray.ledger import PartialMessage
-from leap_ray.tasks import TaskSpec, run_meta_task, run_transfer_task
+from leap_ray.distributed.ledger import PartialMessage
+from leap_ray.errors import LeapRayError
+from leap_ray.learners import learner_for
+from leap_ray.tasks import TaskSpec
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +34,7 @@ class TaskReport:
     seconds: float
     episodes: tuple  # (env_step, return, length) per finished episode
     final_loss: float
-    path: dict  # the task's path length, energy and distance (a2c.PathTracker)
+    path: dict  # the task's path length, energy and distance (learners.base.PathTracker)
     chunks: int
     rejected: str  # why the server rejected this attempt, or ""
     node_ip: str
@@ -66,7 +69,10 @@ class TaskWorker:
                 error.__class__.__name__,
             )
             raise
-        except Exception:
+        except LeapRayError as error:  # expected (a diverged learner): one line
+            log.error("task %d (%s, attempt %d): %s", spec.task_id, spec.game, spec.attempt, error)
+            raise
+        except Exception:  # a bug or a broken machine: its traceback
             log.exception("task %d (%s, attempt %d) failed", spec.task_id, spec.game, spec.attempt)
             raise
 
@@ -74,7 +80,12 @@ class TaskWorker:
         """Transfer evaluation: a fresh learner (new heads, no meta-learner) whose encoder starts
         from `init` (None: the seed's own random encoder); returns its episode curve."""
         try:
-            summary, _ = run_transfer_task(self.cfg, game, seed, steps, init)
+            summary, _ = learner_for(self.cfg).run_transfer_task(
+                self.cfg, game, seed, steps, init, None
+            )
+        except LeapRayError as error:
+            log.error("evaluation of %s on %s (seed %d): %s", method, game, seed, error)
+            raise
         except Exception:
             log.exception("evaluation of %s on %s (seed %d) failed", method, game, seed)
             raise
@@ -107,7 +118,7 @@ class TaskWorker:
             acks.append(self.server.push.remote(message))
             send_rows()
 
-        summary = run_meta_task(self.cfg, spec, init, on_partial, on_log)
+        summary = learner_for(self.cfg).run_meta_task(self.cfg, spec, init, on_partial, on_log)
         send_rows()
         ray.get(sent)  # the task's rows reach the sink before its report
         answers = ray.get(acks)  # every chunk is merged before the task reports done

@@ -14,13 +14,11 @@ units mostly dead and its policy flat: on Breakout A2C then stays at random play
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 
 import torch
 from torch import nn
 
 ENCODERS = ("mnih2013", "nature", "mlp")
-ENCODER_PREFIX = "encoder."
 
 
 RELU_GAIN = math.sqrt(2.0)
@@ -149,9 +147,3 @@ class ActorCritic(nn.Module):
 def encoder_state(model: ActorCritic) -> dict[str, torch.Tensor]:
     """The meta-learned part, named as the initialization names it (without the prefix)."""
     return {name: p.detach().cpu().clone() for name, p in model.encoder.named_parameters()}
-
-
-def shape_mismatch(want: Mapping[str, tuple], got: Mapping[str, tuple]) -> str | None:
-    """The first parameter name (sorted) whose shape differs or that one side lacks; None when
-    `got` fits `want` exactly: the name an encoder-mismatch error points at."""
-    return next((n for n in sorted(want.keys() | got.keys()) if want.get(n) != got.get(n)), None)

@@ -15,20 +15,26 @@ import functools
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from leap_ray.config import A2CConfig, Config, EnvConfig, MetaConfig
-from leap_ray.envs import VectorTask
-from leap_ray.games import fire_action
-from leap_ray.meta import PartialMetaGradient, PathMetaLearner, make_meta_learner
-from leap_ray.meta.partial import global_norm
-from leap_ray.models import ENCODER_PREFIX, ActorCritic, make_encoder
-from leap_ray.rmsprop import RMSProp
+from leap_ray.config import A2CConfig, Config, EnvConfig
+from leap_ray.errors import ConfigError, LearnerDiverged
+from leap_ray.learners.a2c.envs import VectorTask
+from leap_ray.learners.a2c.networks import ActorCritic, make_encoder
+from leap_ray.learners.a2c.rmsprop import RMSProp
+from leap_ray.learners.base import (
+    ENCODER_PREFIX,
+    LearnerSummary,
+    PathTracker,
+    configured_meta_learner,
+    log_episodes,
+)
+from leap_ray.meta import PartialMetaGradient, PathMetaLearner
+from leap_ray.suites import suite_for
 
 
 def n_step_returns(
@@ -65,26 +71,6 @@ def a2c_losses(
     return policy_loss, value_loss, (entropies * weight).sum() / count
 
 
-class LearnerDiverged(RuntimeError):
-    """The parameters went non-finite. Deterministic for a seed: re-running it cannot help."""
-
-
-@dataclass
-class LearnerSummary:
-    """What a finished task reports (plain data)."""
-
-    env_steps: int = 0
-    updates: int = 0
-    seconds: float = 0.0
-    episodes: list[tuple[int, float, int]] = field(default_factory=list)  # (env_step, return, len)
-    final_loss: float = float("nan")
-    path: dict[str, float] = field(default_factory=dict)  # PathTracker.measure() at the end
-
-    @property
-    def env_steps_per_second(self) -> float:
-        return self.env_steps / self.seconds if self.seconds > 0 else 0.0
-
-
 class Rollout:
     """One update's experience: `unroll` env_steps of every environment, the environment groups
     stepping in C++ threads while the policy acts on another group. Acting keeps the encoder
@@ -115,8 +101,8 @@ class Rollout:
         self.bootstrap = torch.zeros(num_envs, device=self.device)  # [N] V(s_T)
         self.trunk_outs: list[torch.Tensor] = []  # per step and group, in [T, N] order
         # env.fire_after_life_loss: the FIRE action of a game that has one
-        atari = env_cfg.suite == "atari"
-        self.fire = fire_action(envs.game) if atari and env_cfg.fire_after_life_loss else None
+        fire = env_cfg.fire_after_life_loss
+        self.fire = suite_for(env_cfg).fire_action(envs.game) if fire else None
         self.must_fire = torch.zeros(num_envs, dtype=torch.bool)  # [N] a life was just lost
         self.forced = torch.zeros((steps, num_envs), dtype=torch.bool)  # [T, N] FIRE pressed
         self.env_steps = 0
@@ -200,10 +186,10 @@ class A2CLearner:
         meta_learner: PathMetaLearner | None = None,
     ) -> None:
         if cfg.device.startswith("cuda") and not torch.cuda.is_available():
-            raise RuntimeError(f"a2c.device is {cfg.device!r} but this process sees no CUDA device")
+            raise ConfigError(f"a2c.device is {cfg.device!r} but this process sees no CUDA device")
         bfloat16 = cfg.precision == "bfloat16"
         if bfloat16 and cfg.device.startswith("cuda") and not torch.cuda.is_bf16_supported():
-            raise RuntimeError("a2c.precision is 'bfloat16' but this GPU does not support it")
+            raise ConfigError("a2c.precision is 'bfloat16' but this GPU does not support it")
         self.cfg, self.envs = cfg, envs
         self.device = torch.device(cfg.device)
         self.autocast = functools.partial(
@@ -302,14 +288,7 @@ class A2CLearner:
                     if path is not None:
                         stats.update(path.measure())
                     last_log, steps_at_log = now, self.env_steps
-                for _, episode_return, length in episodes:
-                    on_log(
-                        self.env_steps,
-                        {
-                            "charts/episode_return": episode_return,
-                            "charts/episode_length": float(length),
-                        },
-                    )
+                log_episodes(on_log, self.env_steps, episodes)
                 on_log(self.env_steps, stats)
         summary.final_loss = self._close_path(on_partial)
         if path is not None:
@@ -333,71 +312,6 @@ class A2CLearner:
             on_partial(partial)
         self.rollout.advance()
         return float(final_loss)
-
-
-class PathTracker:
-    """The task's path in (encoder, loss) space, measured at every update: its length
-    sum_i sqrt(|d_theta|^2 + d_l^2) and energy sum_i (|d_theta|^2 + d_l^2), the quantities Leap's
-    two metrics minimize in expectation over tasks, for any meta-learner or none (a diagnostic:
-    does the meta-learned initialization shorten the paths of new tasks?). About three passes
-    over the encoder's parameters per update."""
-
-    def __init__(self, model: ActorCritic) -> None:
-        self.start = self._encoder(model)
-        self.last = [p.clone() for p in self.start]
-        self.last_loss = 0.0
-        self.pending: float | None = None  # |d_theta|^2 of the segment awaiting l_{i+1}
-        self.length = 0.0
-        self.energy = 0.0
-
-    @staticmethod
-    def _encoder(model: ActorCritic) -> list[torch.Tensor]:
-        return [p.detach().clone() for p in model.encoder.parameters()]
-
-    def update(self, model: ActorCritic, loss: float) -> None:
-        """After update i's optimizer step: `model` holds theta_{i+1}, `loss` is l_i. Segment i
-        closes when l_{i+1} arrives (the next update, or `finish`)."""
-        self._close_segment(loss)
-        now = [p.detach() for p in model.encoder.parameters()]
-        self.pending = global_norm(torch._foreach_sub(now, self.last)) ** 2
-        self.last_loss = loss
-        torch._foreach_copy_(self.last, now)
-
-    def finish(self, final_loss: float) -> None:
-        """Closes the last segment with theta_K's loss (NaN: without its loss term)."""
-        self._close_segment(final_loss if math.isfinite(final_loss) else self.last_loss)
-
-    def _close_segment(self, loss: float) -> None:
-        if self.pending is None:
-            return
-        squared = self.pending + (loss - self.last_loss) ** 2
-        self.length += math.sqrt(squared)
-        self.energy += squared
-        self.pending = None
-
-    def measure(self) -> dict[str, float]:
-        distance = global_norm(torch._foreach_sub(self.last, self.start))
-        return {
-            "path/length": self.length,
-            "path/energy": self.energy,
-            "path/distance_from_init": distance,
-        }
-
-
-def configured_meta_learner(
-    m: MetaConfig, init, *, prefix: str, borrow_grads: bool = False
-) -> PathMetaLearner:
-    """The meta-learner (Leap or Reptile) that `m` configures, its initialization `init`,
-    tracking a module's parameters named `prefix + name`: one mapping for both learners."""
-    return make_meta_learner(
-        m.algorithm,
-        init,
-        metric=m.metric,
-        loss_term=m.loss_term,
-        stabilizer=m.stabilizer,
-        prefix=prefix,
-        borrow_grads=borrow_grads,
-    )
 
 
 def make_learner(cfg: Config, game: str, seed: int, *, meta: bool = True) -> A2CLearner:

@@ -17,6 +17,8 @@ from typing import Any
 import ray
 from ray.exceptions import RayActorError, RayTaskError
 
+from leap_ray.errors import RunFailed
+
 log = logging.getLogger(__name__)
 WORKER_START_TIMEOUT_S = 300.0
 
@@ -111,7 +113,7 @@ class WorkerPool:
         if self._idle or self._running or self.nodes:
             return
         if time.monotonic() - self._created_at > self._start_timeout_s:
-            raise RuntimeError(
+            raise RunFailed(
                 f"no task worker started within {self._start_timeout_s:.0f} s: the cluster "
                 f"cannot place workers needing {self._needs}"
             )

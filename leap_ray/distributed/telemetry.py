@@ -6,7 +6,7 @@ once and written once (the parameter server sends none: the driver writes what `
 
 A task worker batches its rows and sends them with each streamed partial and at the task's end,
 waiting for that last send, so a finished task's rows are in the sink before its report.
-Plain class; `driver.make_sink` makes it a Ray actor.
+Plain class; `distributed.launch.make_sink` makes it a Ray actor.
 """
 
 from __future__ import annotations
