@@ -95,6 +95,12 @@ def _add_evaluate_parsers(sub) -> None:
         action="store_true",
         help="continue the stopped evaluation in --out (same arguments): finished runs are kept",
     )
+    ev.add_argument(
+        "--video",
+        action="store_true",
+        help="record one game per (game, method) after seed 0's run: OUT/videos/*.gif and "
+        "TensorBoard images (A2C learner, Atari)",
+    )
     ft = sub.add_parser(
         "finetune", help="baseline: one encoder trained on the pool's games in turn (no Ray)"
     )
@@ -128,6 +134,7 @@ def _evaluate(args: argparse.Namespace, argv: list[str]) -> int:
         args.set,
         args.out,
         resume=args.resume,
+        video=args.video,
     )
     evaluate(
         plan,

@@ -110,6 +110,9 @@ class EnvConfig(Section):
     # whole games. The paper does not say; on for the games where it helps (Breakout)
     life_loss_terminal: StrictBool = True
     fire_reset: StrictBool = True  # press FIRE at each game's start where the game needs it
+    # the policy plays ALE's full set of 18 actions in every game (ALE v5, Machado et al. 2018)
+    # instead of each game's minimal set; the pool's max_actions rule reads the minimal set
+    full_action_space: StrictBool = False
     # press FIRE for the agent on the step after a lost life, as SB3's FireResetEnv under its
     # EpisodicLifeEnv does (the agent need not learn to serve); that step stays out of the
     # policy gradient and entropy (the agent did not choose it)
@@ -218,6 +221,19 @@ class MetaConfig(Section):
     metric: Literal["energy", "length"] = "energy"  # energy: the paper's Atari choice
     loss_term: StrictBool = True  # off by default for learner rllib_ppo (Config)
     stabilizer: StrictBool = True
+    # Options for noisy RL losses (leap_ray/meta/leap.py). Defaults are the paper's Leap, kept
+    # until the sweep measures better ones. loss_scale: lambda of the manifold (theta, lambda*l),
+    # which weighs the loss term by lambda^2 against the path (1: eq. 3 as written)
+    loss_scale: PositiveFloat = 1.0
+    # beta of the exponential moving average of batch losses the manifold uses (0: the batch
+    # loss): consecutive A2C/PPO losses are of different batches, their difference mostly noise
+    loss_smoothing: Annotated[Float, Field(ge=0, lt=1)] = 0.0
+    # which task gradient the loss term multiplies: the raw one, or the clipped one the learner
+    # steps with (a2c.max_grad_norm, RLlib's grad_clip); equal when the learner does not clip
+    loss_gradient: Literal["raw", "clipped"] = "raw"
+    # a task's whole meta-gradient is scaled down to this norm before the meta-batch mean, so no
+    # single task (one loss jump) can dominate a meta_step (0: no bound)
+    max_task_norm: NonNegativeFloat = 0.0
     optimizer: Literal["adam", "sgd"] = "adam"  # over the initialization
     lr: PositiveFloat = 0.01
     meta_batch_size: Count = 16  # tasks per meta_step (sync) (paper: 16)
@@ -255,6 +271,11 @@ class LoggingConfig(Section):
     # (`path/*`, `meta/task_path_*`): Leap's objective, read directly; it costs the A2C learner
     # 1-6% of its env_steps/s (BENCHMARKS.md), less than noise for RLlib PPO
     measure_paths: StrictBool = True
+    # per meta_step, the initialization's dead and always-on encoder units on a fixed batch of
+    # held-out frames (`meta/init_dead_units`, `meta/init_always_on_units`; the A2C learner) and
+    # each parameter's distance from theta_0 (`meta/init_relative_distance/*`): whether the
+    # meta-updates damage the network. The probe's frames cost about a second per held-out game
+    init_health: StrictBool = True
     dashboard: StrictBool = True  # start Ray's dashboard with a local Ray
     dashboard_host: StrictStr = "127.0.0.1"  # its bind address: loopback unless you mean it
 

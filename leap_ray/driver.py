@@ -11,6 +11,7 @@ import logging
 import time
 from pathlib import Path
 
+import numpy as np
 import ray
 from tqdm import tqdm
 
@@ -31,7 +32,7 @@ from leap_ray.learners import check_learner, initial_encoder, learner_for
 from leap_ray.logger import RunLogger
 from leap_ray.meta import check_meta_state
 from leap_ray.runs import RunLock, fresh_run_dir, run_name
-from leap_ray.suites import training_games
+from leap_ray.suites import suite_for, training_games
 from leap_ray.tasks import TaskSpec, meta_batch_stats, sample_games, task_seed
 
 log = logging.getLogger(__name__)
@@ -106,11 +107,21 @@ class Dispatcher:
 
 # -- the loop -----------------------------------------------------------------------------------
 class MetaTrainingLoop:
+    """Meta-batches of tasks on the workers, a meta_step per batch (sync) or per `async_k`
+    finished tasks (async); `server` and `sink` are the run's roles, made by `_train`."""
+
     def __init__(
-        self, cfg: Config, server, games: tuple[str, ...], logger: RunLogger, resumed: bool = False
+        self,
+        cfg: Config,
+        server,
+        sink,
+        games: tuple[str, ...],
+        logger: RunLogger,
+        theta_0: dict,
+        resumed: bool = False,
     ) -> None:
-        self.cfg, self.server, self.games, self.logger = cfg, server, games, logger
-        self.sink = make_sink()
+        self.cfg, self.server, self.sink, self.games, self.logger = cfg, server, sink, games, logger
+        self.theta_0 = theta_0
         self.dispatcher = Dispatcher(cfg, server, self.sink)
         state = ray.get(server.state.remote())
         if resumed:
@@ -127,6 +138,13 @@ class MetaTrainingLoop:
         self.pending = [TaskSpec(**spec) for spec in progress.get("pending", [])]
         self.env_steps = progress.get("env_steps", 0)
         self.steps_per_task = learner_for(cfg).steps_per_task(cfg)
+        self.learner = learner_for(cfg)
+        # the initialization's health, read on the same frames of the held-out games each time
+        suite = suite_for(cfg.env)
+        probe_games = tuple(suite.resolve(g) for g in cfg.env.held_out) or games[:1]
+        self.probe = None
+        if cfg.logging.init_health:
+            self.probe = self.learner.probe_observations(cfg, probe_games)
         self.diverged: list[str] = []  # why each task that failed for good failed
         self.rejected: list[str] = []  # why the server rejected a task
         self.start_time, self.start_steps = time.monotonic(), self.env_steps
@@ -188,10 +206,32 @@ class MetaTrainingLoop:
         stats = checkpointing(self.server.apply.remote(task_ids, progress))
         stats.update(meta_batch_stats([r for r in reports if r.task_id in task_ids]))
         self.meta_step = int(stats["meta/meta_step"])
+        self._refresh_init()
+        stats.update(self.init_health())
         rate = (self.env_steps - self.start_steps) / max(time.monotonic() - self.start_time, 1e-9)
         self.logger.scalars(self.meta_step, {**stats, "perf/env_steps_per_second": rate})
         self.bar.update(1)
-        self._refresh_init()
+
+    def init_health(self) -> dict[str, float]:
+        """The current initialization's dead and always-on encoder units on the probe frames,
+        and each parameter's distance from theta_0 relative to its size there."""
+        if not self.cfg.logging.init_health:
+            return {}
+        init = ray.get(self.dispatcher.init_ref)
+        health = {}
+        if self.probe is not None:
+            health.update(self.learner.unit_activity(self.cfg, init, self.probe))
+        for name, start in self.theta_0.items():
+            size = float(np.linalg.norm(start))
+            moved = float(np.linalg.norm(init[name] - start))
+            health[f"meta/init_relative_distance/{name}"] = moved / size if size > 0 else moved
+        return health
+
+    def log_start(self) -> None:
+        """theta_0's health at meta_step 0, the reference for the later ones."""
+        if self.meta_step == 0:
+            self._refresh_init()
+            self.logger.scalars(0, self.init_health())
 
     def run_sync(self) -> None:
         batch = self.cfg.meta.meta_batch_size
@@ -225,6 +265,7 @@ class MetaTrainingLoop:
                 self._apply([r.task_id for r in group], group)
 
     def run(self) -> None:
+        self.log_start()
         (self.run_async if self.cfg.meta.mode == "async" else self.run_sync)()
         self.bar.close()
 
@@ -341,7 +382,9 @@ def _train(cfg: Config, resume, run_dir: Path, games, init, checkpoint) -> Path:
             logger = RunLogger(run_dir, cfg, "train" + (f" --resume {resume}" if resume else ""))
             if checkpoint is not None:
                 logger.settle_tasks(rerun_ids(cfg, checkpoint))
-            loop = MetaTrainingLoop(cfg, server, games, logger, resumed=checkpoint is not None)
+            sink = make_sink()
+            resumed = checkpoint is not None
+            loop = MetaTrainingLoop(cfg, server, sink, games, logger, init, resumed=resumed)
             _run_loop(loop, server, run_dir, stop)
             if ray.get(server.state.remote())["version"] == 0:
                 raise RunFailed(

@@ -34,6 +34,7 @@ from leap_ray.learners import check_encoder_fits, check_learner, learner_for
 from leap_ray.logger import RunLogger
 from leap_ray.runs import RunLock, fresh_run_dir
 from leap_ray.suites import suite_for, training_games
+from leap_ray.video import gif_summary
 
 log = logging.getLogger(__name__)
 RANDOM = "random"  # the paper's "no pretraining": each seed's own freshly drawn encoder
@@ -62,6 +63,7 @@ class EvalPlan:
     seeds: tuple[int, ...]
     steps: int
     out: Path
+    video: bool = False  # one game per (game, method) after seed 0's run, as OUT/videos/*.gif
 
 
 # -- inputs: everything that can fail on bad input, checked before Ray starts -------------------
@@ -121,6 +123,7 @@ def make_plan(
     overrides: tuple[str, ...] = (),
     out: str | None = None,
     resume: bool = False,
+    video: bool = False,
 ) -> EvalPlan:
     if seeds < 1 or (steps is not None and steps < 1):
         raise ConfigError(f"--seeds and --steps must be >= 1, got {seeds} and {steps}")
@@ -133,6 +136,8 @@ def make_plan(
         raise ConfigError(f"method names must differ, got {names}; label them NAME:CHECKPOINT")
     resolved = resolve_games(cfg, list(games or cfg.env.held_out))
     check_learner(cfg, tuple(resolved))
+    if video:
+        check_video(cfg)
     check_shapes(cfg, resolved, methods)
     if out is None:
         root = Path(_path(init))
@@ -145,7 +150,15 @@ def make_plan(
     else:
         fresh_run_dir(out, "--out", "; add --resume to continue it")
     steps = steps or learner_for(cfg).steps_per_task(cfg)
-    return EvalPlan(cfg, tuple(methods), resolved, tuple(range(seeds)), steps, Path(out))
+    return EvalPlan(cfg, tuple(methods), resolved, tuple(range(seeds)), steps, Path(out), video)
+
+
+def check_video(cfg: Config) -> None:
+    learner, suite = learner_for(cfg), suite_for(cfg.env)
+    if not learner.records_video:
+        raise ConfigError(f"--video: the {learner.name} learner records no video yet")
+    if not suite.frames:
+        raise ConfigError(f"--video: the {suite.name} suite's observations are not frames")
 
 
 # -- the learning runs, on Ray ------------------------------------------------------------------
@@ -173,7 +186,7 @@ def run_jobs(
         check_resources(cfg)
         init_refs = {m.name: ray.put(m.init) for m in plan.methods if m.init is not None}
         with tqdm(total=len(queue), unit="run", disable=not cfg.logging.progress) as bar:
-            results.update(_dispatch(cfg, plan.steps, queue, init_refs, bar, on_result))
+            results.update(_dispatch(cfg, plan.steps, queue, init_refs, bar, on_result, plan.video))
         return results
     finally:
         if started_ray:
@@ -181,7 +194,13 @@ def run_jobs(
 
 
 def _dispatch(
-    cfg: Config, steps: int, queue: list[EvalJob], init_refs: dict, bar, on_result=None
+    cfg: Config,
+    steps: int,
+    queue: list[EvalJob],
+    init_refs: dict,
+    bar,
+    on_result=None,
+    video: bool = False,
 ) -> dict:
     """Every job on a `WorkerPool`; a job whose worker died runs again, up to max_attempts."""
     workers = WorkerPool(
@@ -192,7 +211,8 @@ def _dispatch(
     results, attempts = {}, dict.fromkeys(queue, 0)
 
     def call(job: EvalJob):
-        args = (job.game, job.seed, steps, init_refs.get(job.method), job.method)
+        record = video and job.seed == 0
+        args = (job.game, job.seed, steps, init_refs.get(job.method), job.method, record)
         return lambda worker: worker.run_eval.remote(*args)
 
     while queue or workers.running:
@@ -221,7 +241,7 @@ def _dispatch(
 def plan_record(plan: EvalPlan) -> dict:
     """What must match for a stopped evaluation to be continued: the same initializations (by
     content), games, seeds, steps and config."""
-    return {
+    record = {
         "methods": {
             m.name: {"source": m.source, "sha256": init_digest(m.init) if m.init else None}
             for m in plan.methods
@@ -231,13 +251,28 @@ def plan_record(plan: EvalPlan) -> dict:
         "steps": plan.steps,
         "config": plan.cfg.to_dict(),
     }
+    if plan.video:  # recorded only when asked, so plans written before --video still resume
+        record["video"] = True
+    return record
 
 
 def _run_file(plan: EvalPlan, job: EvalJob) -> Path:
     return plan.out / "runs" / f"{job.method}--{_tag(job.game)}--seed{job.seed}.json"
 
 
+def _video_file(plan: EvalPlan, job: EvalJob) -> Path:
+    return plan.out / "videos" / f"{job.method}--{_tag(job.game)}.gif"
+
+
 def save_run(plan: EvalPlan, job: EvalJob, result: dict) -> None:
+    """The run's record (and its video, a file of its own) where a resume finds them."""
+    if "video" in result:
+        video = _video_file(plan, job)
+        video.parent.mkdir(exist_ok=True)
+        tmp = video.with_name(video.name + ".tmp")
+        tmp.write_bytes(result.pop("video"))
+        tmp.replace(video)
+        result["video"] = str(video.relative_to(plan.out))
     path = _run_file(plan, job)
     path.parent.mkdir(exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
@@ -298,6 +333,10 @@ def write_outputs(plan: EvalPlan, results: dict[EvalJob, dict], logger: RunLogge
             tag = f"eval/{_tag(game)}/{method}/mean_episode_return"
             means = np.mean(finished, axis=0) if finished else ()
             logger.rows((tag, int(step), value) for step, value in zip(x, means, strict=False))
+    for job in sorted(results, key=order.__getitem__):
+        if results[job].get("video"):
+            gif = (plan.out / results[job]["video"]).read_bytes()
+            logger.image(f"eval/{_tag(job.game)}/{job.method}/video", gif_summary("", gif), 0)
     curves.transfer_figure(x, by_game).savefig(plan.out / "transfer.png", dpi=100)
     (plan.out / "summary.md").write_text(summary_text(plan, x, by_game))
 

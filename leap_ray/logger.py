@@ -54,6 +54,11 @@ class RunLogger:
         for tag, value in values.items():
             self.writer.add_scalar(prefix + tag, value, step)
 
+    def image(self, tag: str, summary, step: int) -> None:
+        """A prepared image summary (an animated GIF: `video.gif_summary`) under `tag`."""
+        summary.value[0].tag = tag
+        self.writer.file_writer.add_summary(summary, step)
+
     def rows(self, rows) -> None:
         """(tag, step, value) rows, as the telemetry sink holds them."""
         for tag, step, value in rows:

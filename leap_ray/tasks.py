@@ -3,6 +3,7 @@ its derived seed, the games a meta_step draws, and what a meta-batch of them did
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -42,7 +43,8 @@ def late_return(episodes, env_steps: int) -> float | None:
 
 def meta_batch_stats(reports) -> dict[str, float]:
     """Per meta_step: the mean path length, energy and distance travelled of the batch's tasks
-    (what Leap's objective says should shrink) and each game's late return."""
+    (what Leap's objective says should shrink), the mean norms of their meta-gradients' path
+    and loss terms and the terms' cosine, and each game's late return."""
     if not reports:
         return {}
     stats = {
@@ -50,6 +52,11 @@ def meta_batch_stats(reports) -> dict[str, float]:
         for key in ("length", "energy", "distance_from_init")
         if all(f"path/{key}" in r.path for r in reports)
     }
+    for key in ("path_term_norm", "loss_term_norm", "term_cosine"):  # the meta-gradient's terms
+        values = [r.terms[f"meta/{key}"] for r in reports if f"meta/{key}" in r.terms]
+        values = [v for v in values if math.isfinite(v)]
+        if values:
+            stats[f"meta/task_{key}"] = sum(values) / len(values)
     by_game: dict[str, list[float]] = {}
     for r in reports:
         value = late_return(r.episodes, r.env_steps)

@@ -278,3 +278,40 @@ def test_logging_measure_paths_switches_the_path_diagnostic(measure):
         assert set(summary.path) == keys and keys <= logged and summary.path["path/length"] > 0
     else:
         assert summary.path == {} and not keys & logged
+
+
+@pytest.mark.parametrize("choice", ["raw", "clipped"])
+def test_meta_loss_gradient_chooses_the_raw_or_the_clipped_task_gradient(choice):
+    """meta.loss_gradient: the loss term multiplies g_i before the learner's clipping (raw) or
+    the clipped g_i the learner steps with."""
+    cfg = load_config(
+        None,
+        [
+            "env.suite=gym",
+            "env.games=[CartPole-v1]",
+            "env.held_out=[]",
+            "env.num_envs=4",
+            "a2c.encoder=mlp",
+            "a2c.max_grad_norm=0.01",
+            f"meta.loss_gradient={choice}",
+        ],
+    )
+    learner = make_learner(cfg, "CartPole-v1", seed=0)
+    seen = []
+    update = learner.meta_learner.update
+
+    def recording_update(loss, model):
+        total = sum(float((p.grad**2).sum()) for p in model.parameters() if p.grad is not None)
+        seen.append(total**0.5)
+        update(loss, model)
+
+    learner.meta_learner.update = recording_update
+    try:
+        learner.train(200)
+    finally:
+        learner.envs.close()
+    assert len(seen) == 10
+    if choice == "clipped":
+        assert max(seen) <= 0.01 * (1 + 1e-4), seen
+    else:
+        assert max(seen) > 0.02, seen

@@ -158,3 +158,33 @@ def test_fire_after_a_lost_life_is_pressed_for_the_agent_and_left_out_of_its_gra
     torch.testing.assert_close(masked[0], kept[0])  # policy: the chosen rows only
     torch.testing.assert_close(masked[2], kept[2])  # entropy: the chosen rows only
     torch.testing.assert_close(masked[1], a2c_losses(logits, values, actions, returns)[1])
+
+
+def test_the_v5_protocol_plays_18_actions_and_keeps_the_papers_pool():
+    """configs/atari_v5.yaml: the full action set in every game, while the meta-training pool
+    is still chosen by each game's minimal action set (the paper's 27 games)."""
+    from leap_ray.suites import training_games
+    from leap_ray.suites.atari import num_actions
+
+    v5 = load_config("configs/atari_v5.yaml", ["env.num_envs=2"])
+    assert training_games(v5.env) == training_games(load_config("configs/atari27.yaml").env)
+    assert len(training_games(v5.env)) == 25  # 27 with the two held out (docs/games.md)
+    env = v5.env
+    assert (env.repeat_action_probability, env.full_action_space) == (0.25, True)
+    assert not env.life_loss_terminal and env.max_episode_frames == 108_000
+    learner = make_learner(v5, "Pong", seed=0)
+    try:
+        assert num_actions("Pong") == 6 and learner.model.policy.out_features == 18
+        assert learner.envs.groups[0].env.single_action_space.n == 18
+        learner.update(None, 0)  # the emulator takes all 18 actions
+    finally:
+        learner.envs.close()
+
+
+def test_fire_after_life_loss_presses_the_full_sets_fire():
+    from leap_ray.suites import suite_for
+
+    env = load_config(None, ["env.full_action_space=true"]).env
+    assert suite_for(env).fire_action(env, "Breakout") == 1  # ALE's Action.FIRE
+    minimal = load_config(None, []).env
+    assert suite_for(minimal).fire_action(minimal, "Breakout") == 1  # NOOP, FIRE, RIGHT, LEFT

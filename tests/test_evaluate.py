@@ -218,17 +218,22 @@ def test_meta_batch_stats_average_paths_and_late_returns_per_game():
 
     from leap_ray.tasks import meta_batch_stats
 
-    def report(game, length, episodes):
+    def report(game, length, episodes, cosine=0.5):
         path = {"path/length": length, "path/energy": length / 2, "path/distance_from_init": 1.0}
-        return SimpleNamespace(game=game, path=path, episodes=episodes, env_steps=1000)
+        terms = {"meta/path_term_norm": length, "meta/loss_term_norm": 10.0 * length}
+        terms["meta/term_cosine"] = cosine
+        return SimpleNamespace(game=game, path=path, episodes=episodes, env_steps=1000, terms=terms)
 
     stats = meta_batch_stats(
         [
             report("Pong", 4.0, [(100, -21.0, 9), (800, -10.0, 9), (1000, -8.0, 9)]),
             report("Pong", 2.0, [(900, -6.0, 9)]),
-            report("Qbert", 6.0, [(500, 300.0, 9)]),  # no episode ended in its last quarter
+            report("Qbert", 6.0, [(500, 300.0, 9)], float("nan")),  # no late episode
         ]
     )
+    assert stats["meta/task_path_term_norm"] == pytest.approx(4.0)
+    assert stats["meta/task_loss_term_norm"] == pytest.approx(40.0)
+    assert stats["meta/task_term_cosine"] == pytest.approx(0.5)  # a NaN cosine is left out
     assert stats["meta/task_path_length"] == pytest.approx(4.0)
     assert stats["meta/task_path_energy"] == pytest.approx(2.0)
     assert stats["meta/task_return/Pong"] == pytest.approx((-9.0 + -6.0) / 2)
@@ -351,7 +356,7 @@ def stop_and_continue(tmp_path, args: list[str], saved, sig: int) -> str:
 
 def test_finetune_stopped_by_sigterm_says_how_to_continue(tmp_path, gym_yaml):
     out = tmp_path / "ft"
-    args = ["finetune", "--config", gym_yaml, "--steps-per-game", "30000", "--out", str(out)]
+    args = ["finetune", "--config", gym_yaml, "--steps-per-game", "15000", "--out", str(out)]
     args += ["--set", "env.num_envs=1"]  # a few seconds per game on one core
 
     def first_game_saved():
@@ -364,12 +369,42 @@ def test_finetune_stopped_by_sigterm_says_how_to_continue(tmp_path, gym_yaml):
 
 def test_evaluate_stopped_by_sigint_says_how_to_continue(tmp_path, checkpoints):
     out = tmp_path / "eval"
-    args = ["evaluate", "--init", checkpoints["gym"], "--baseline", "random", "--seeds", "2"]
+    args = ["evaluate", "--init", checkpoints["gym"], "--baseline", "random", "--seeds", "1"]
     args += ["--steps", "5000", "--set", "resources.num_workers=1", "--out", str(out)]
 
     def a_run_saved():
         return (out / "runs").is_dir() and list((out / "runs").glob("*.json"))
 
     resumed = stop_and_continue(tmp_path, args, a_run_saved, signal.SIGINT)
-    assert re.search(r"resuming: [1-7] of 8 runs finished before", resumed), resumed[-2000:]
-    assert len(list((out / "runs").glob("*.json"))) == 8 and (out / "summary.md").is_file()
+    assert re.search(r"resuming: [1-3] of 4 runs finished before", resumed), resumed[-2000:]
+    assert len(list((out / "runs").glob("*.json"))) == 4 and (out / "summary.md").is_file()
+
+
+@pytest.mark.usefixtures("ray_session")
+def test_evaluate_video_leaves_a_gif_per_game_and_method(tmp_path, checkpoints):
+    """`evaluate --video` on real ALE: one playable GIF per (game, method) after seed 0's run,
+    and the same GIF as a TensorBoard image."""
+    from PIL import Image
+
+    out = tmp_path / "eval"
+    args = ["evaluate", "--init", checkpoints["atari"], "--baseline", "random", "--video"]
+    assert (
+        main([*args, "--games", "Breakout", "--steps", "100", "--seeds", "2", "--out", str(out)])
+        == 0
+    )
+    videos = sorted(p.name for p in (out / "videos").iterdir())
+    assert videos == ["leap--Breakout.gif", "random--Breakout.gif"]  # seed 0 only
+    for name in videos:
+        with Image.open(out / "videos" / name) as gif:
+            assert gif.format == "GIF" and gif.n_frames > 10 and gif.size == (168, 168)
+    events = EventAccumulator(str(out))
+    events.Reload()
+    (image,) = events.Images("eval/Breakout/leap/video")
+    assert image.encoded_image_string[:6] == b"GIF89a" and image.width == 168
+    runs = [json.loads(p.read_text()) for p in (out / "runs").glob("*seed0.json")]
+    assert sorted(r["video"] for r in runs) == ["videos/" + v for v in videos]
+
+
+def test_video_is_refused_where_there_are_no_frames(checkpoints, capsys):
+    assert main(["evaluate", "--init", checkpoints["gym"], "--video"]) == 2
+    assert "--video: the gym suite's observations are not frames" in capsys.readouterr().err

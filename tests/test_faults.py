@@ -191,6 +191,27 @@ def message(task_id, value, attempt=0, chunk=0, final=True, version=0):
     return PartialMessage(task_id, attempt, chunk, final, partial.to_numpy())
 
 
+def test_max_task_norm_bounds_each_tasks_meta_gradient(tmp_path):
+    """meta.max_task_norm: a task's whole meta-gradient is scaled down to the bound before the
+    meta-batch mean; a task within it is taken as it is."""
+    from leap_ray.config import config_from_dict
+
+    def change(bound, values):
+        cfg = {"meta": {"optimizer": "sgd", "lr": 1.0, "max_task_norm": bound}}
+        init = {"w": np.ones((3, 2), dtype=np.float32), "b": np.zeros(2, dtype=np.float32)}
+        server = ParameterServer(config_from_dict(cfg), init, str(tmp_path))
+        for task_id, value in enumerate(values):
+            assert server.push(message(task_id, value))[0]
+        stats = server.apply(list(range(len(values))), {})
+        return stats["meta/init_change"], stats["meta/tasks_norm_bounded"]
+
+    norm = float(np.sqrt(8))  # a message of value v has norm v * sqrt(8)
+    assert change(0.0, [5.0]) == (pytest.approx(5 * norm), 0.0)
+    assert change(1.0, [5.0]) == (pytest.approx(1.0), 1.0)
+    # mean of a bounded task (norm 1) and one within the bound (norm 0.1 sqrt(8)), same direction
+    assert change(1.0, [5.0, 0.1]) == (pytest.approx((1.0 + 0.1 * norm) / 2), 1.0)
+
+
 @pytest.mark.parametrize("bad", [float("nan"), float("inf"), 1e4])
 def test_bad_partial_is_rejected_and_initialization_unchanged(tmp_path, bad):
     server, init = make_server(tmp_path)

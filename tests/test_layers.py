@@ -35,6 +35,7 @@ RAY_FREE = [
     "tasks.py",
     "runs.py",
     "export.py",
+    "video.py",
     "finetune.py",
     "train_task.py",
 ]

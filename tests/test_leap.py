@@ -39,7 +39,17 @@ def loss_at(model, params, i):
     return ((functional_call(model, params, (x,)) - y) ** 2).mean()
 
 
-def record_path(metric, loss_term, stabilizer, steps=7, take_every=3, borrow_grads=False):
+def record_path(
+    metric,
+    loss_term,
+    stabilizer,
+    steps=7,
+    take_every=3,
+    borrow_grads=False,
+    loss_scale=1.0,
+    loss_smoothing=0.0,
+    leap_out=None,
+):
     """Train with Adam (so losses rise and fall), streaming partials every `take_every` steps."""
     torch.manual_seed(0)
     model = Net()
@@ -50,7 +60,11 @@ def record_path(metric, loss_term, stabilizer, steps=7, take_every=3, borrow_gra
         stabilizer=stabilizer,
         prefix="encoder.",
         borrow_grads=borrow_grads,
+        loss_scale=loss_scale,
+        loss_smoothing=loss_smoothing,
     )
+    if leap_out is not None:
+        leap_out.append(leap)
     opt = torch.optim.Adam(model.parameters(), lr=0.3)
     path, partials = [], []
     leap.init_task()
@@ -70,25 +84,71 @@ def record_path(metric, loss_term, stabilizer, steps=7, take_every=3, borrow_gra
     return model, path, PartialMetaGradient.sum(partials)
 
 
-def reference_gradient(model, path, metric, loss_term, stabilizer):
+def reference_gradient(
+    model, path, metric, loss_term, stabilizer, loss_scale=1.0, loss_smoothing=0.0
+):
+    """Autograd of the frozen objective on the manifold (theta, lambda * l~): l~ the moving
+    average of the batch losses (l~_0 = l_0), whose gradient at theta_i is taken as g_i (its
+    coordinate there is l~_i + f_i(theta) - f_i(theta_i))."""
     tracked = [n for n in path[0] if n.startswith("encoder.")]
     phi = {n: path[0][n].double().clone().requires_grad_(True) for n in tracked}
     model = model.double()
+    with torch.no_grad():
+        batch_losses = [
+            loss_at(model, {n: v.double() for n, v in p.items()}, i) for i, p in enumerate(path)
+        ]
+    smoothed = [batch_losses[0]]
+    for value in batch_losses[1:]:
+        smoothed.append(loss_smoothing * smoothed[-1] + (1 - loss_smoothing) * value)
     objective = 0.0
     for i in range(len(path) - 1):
         params = {n: v.double() for n, v in path[i].items()}
         params.update({n: phi[n] + (path[i][n] - path[0][n]).double() for n in tracked})
-        loss_i = loss_at(model, params, i)
+        coordinate = smoothed[i] + loss_at(model, params, i) - batch_losses[i]
         next_params = {n: v.double() for n, v in path[i + 1].items()}
-        with torch.no_grad():
-            d_loss = loss_at(model, next_params, i + 1) - loss_i
-            target_loss = loss_i + (-d_loss.abs() if stabilizer else d_loss)
+        d_loss = smoothed[i + 1] - smoothed[i]
+        target = smoothed[i] + (-d_loss.abs() if stabilizer else d_loss)
         sq = sum(((next_params[n] - params[n]) ** 2).sum() for n in tracked)
         if loss_term:
-            sq = sq + (target_loss - loss_i) ** 2
+            sq = sq + (loss_scale * (target - coordinate)) ** 2
         objective = objective + (sq.sqrt() if metric == "length" else 0.5 * sq)
     objective.backward()
     return {n[len("encoder.") :]: phi[n].grad for n in tracked}
+
+
+@pytest.mark.parametrize("metric", ["length", "energy"])
+@pytest.mark.parametrize("loss_scale, loss_smoothing", [(0.1, 0.0), (3.0, 0.0), (1.0, 0.9)])
+def test_loss_scale_and_smoothing_equal_autograd_of_their_manifold(
+    metric, loss_scale, loss_smoothing
+):
+    """meta.loss_scale (the manifold (theta, lambda * l)) and meta.loss_smoothing (its loss
+    coordinate a moving average of batch losses) against the slow reference."""
+    options = {"loss_scale": loss_scale, "loss_smoothing": loss_smoothing}
+    model, path, total = record_path(metric, True, True, **options)
+    expected = reference_gradient(model, path, metric, True, True, **options)
+    plain = reference_gradient(model, path, metric, True, True)
+    assert any(not torch.allclose(expected[n], plain[n]) for n in expected), "option is a no-op"
+    for name, grad in expected.items():
+        torch.testing.assert_close(total.grads[name].double(), grad, rtol=1e-4, atol=1e-5)
+
+
+def test_terms_split_the_meta_gradient_into_path_and_loss():
+    """Energy metric: the path term is theta_0 - theta_K, the loss term the rest."""
+    learners = []
+    model, path, total = record_path("energy", True, True, leap_out=learners)
+    terms = learners[0].terms
+    path_term = {n: path[0][n] - path[-1][n] for n in path[0] if n.startswith("encoder.")}
+    loss_term = {n: total.grads[n[len("encoder.") :]] - v for n, v in path_term.items()}
+    norm = lambda d: float(torch.sqrt(sum((v.double() ** 2).sum() for v in d.values())))  # noqa: E731
+    dot = float(sum((path_term[n].double() * loss_term[n].double()).sum() for n in path_term))
+    assert terms["meta/path_term_norm"] == pytest.approx(norm(path_term), rel=1e-5)
+    assert terms["meta/loss_term_norm"] == pytest.approx(norm(loss_term), rel=1e-4)
+    expected_cosine = dot / (norm(path_term) * norm(loss_term))
+    assert terms["meta/term_cosine"] == pytest.approx(expected_cosine, rel=1e-3, abs=1e-5)
+    reptile = Reptile(model.encoder, prefix="encoder.")
+    reptile.update(0.0, model)
+    reptile.finish_task(model)
+    assert set(reptile.terms) == {"meta/path_term_norm"}
 
 
 @pytest.mark.parametrize(

@@ -94,6 +94,23 @@ def test_streamed_partials_equal_leap_on_the_recorded_path(ray_session, tmp_path
         np.testing.assert_allclose(got, expected, rtol=2e-4, atol=2e-5 * np.abs(expected).max())
 
 
+def test_meta_loss_gradient_clipped_shows_leap_the_gradient_rllib_steps_with(ray_session, tmp_path):
+    cfg = rllib_config(
+        tmp_path,
+        "rllib.training.grad_clip=0.05",
+        "rllib.training.grad_clip_by=global_norm",
+        "meta.loss_gradient=clipped",
+    )
+    task = PPOTask(cfg, GAME, seed=1)
+    try:
+        leap = RecordingLeap(task.encoder(), metric="energy", prefix="encoder.")
+        task.train(512, leap, stream_every=0)
+    finally:
+        task.close()
+    norms = [np.sqrt(sum(float((g * g).sum()) for g in grad)) for _, _, grad in leap.steps]
+    assert len(norms) >= 16 and max(norms) <= 0.05 * (1 + 1e-4), max(norms)
+
+
 def test_the_env_runner_acts_with_the_initialization_it_is_given(ray_session, tmp_path):
     cfg = rllib_config(tmp_path)
     other = new_encoder(cfg, GAME, seed=7)
@@ -249,3 +266,11 @@ def test_the_rllib_recipe_restores_an_export_into_a_ppo_run(ray_session, tmp_pat
         algo.train()  # and it trains from there
     finally:
         algo.stop()
+
+
+def test_the_rllib_learner_plays_the_full_action_set_when_asked():
+    from leap_ray.learners.rllib_ppo import task_spaces
+
+    v5 = load_config("configs/rllib_atari.yaml", ["env.full_action_space=true"])
+    assert task_spaces(v5, "Pong")[1].n == 18
+    assert task_spaces(load_config("configs/rllib_atari.yaml"), "Pong")[1].n == 6

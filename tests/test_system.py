@@ -173,3 +173,41 @@ def test_async_run_applies_every_k_tasks_within_the_staleness_bound(smoke_config
             assert 0 <= lag <= bound, rec
         else:
             assert lag > bound and rec["reason"].startswith("stale"), rec
+
+
+def test_the_v5_protocol_config_trains_end_to_end(tmp_path):
+    """configs/atari_v5.yaml at smoke scale: sticky actions, 18 actions, no life-loss signal."""
+    from leap_ray.config import load_config
+
+    scale = [
+        "env.games=[Pong, MsPacman]",
+        "env.num_envs=4",
+        "a2c.steps_per_task=200",
+        "meta.meta_batch_size=2",
+        "meta.meta_steps=2",
+        "meta.stream_every=4",
+        "resources.num_workers=2",
+        "resources.cpus_per_worker=1",
+        "resources.server_resource=''",
+        f"logging.logdir={tmp_path}",
+        "logging.run_name=v5",
+        "logging.log_every=2",
+        "logging.progress=false",
+        "logging.dashboard=false",
+        "logging.init_health=true",
+    ]
+    run_dir = train(load_config("configs/atari_v5.yaml", scale))
+    checkpoint = load_checkpoint(run_dir)
+    assert checkpoint["meta_step"] == 2 and checkpoint["meta_init"]["version"] == 2
+    assert checkpoint["config"]["env"]["full_action_space"] is True
+    assert all(rec["status"] == "applied" for rec in checkpoint["ledger"].values())
+    # the diagnostics: the meta-gradient's terms per task and per meta_step, the init's health
+    counts = scalar_counts(run_dir)
+    for tag in ("meta/init_dead_units", "meta/init_always_on_units", "meta/task_term_cosine"):
+        steps = sorted(step for t, step in counts if t == tag)
+        assert steps == ([0, 1, 2] if tag.startswith("meta/init") else [1, 2]), (tag, steps)
+    assert (("meta/init_relative_distance/fc.weight", 0)) in counts
+    rows = [json.loads(line) for line in (run_dir / "tasks.jsonl").open()]
+    assert all(set(r["terms"]) == {"meta/path_term_norm", "meta/loss_term_norm",
+                                   "meta/term_cosine"} for r in rows)  # fmt: skip
+    assert all(r["terms"]["meta/loss_term_norm"] > 0 for r in rows)

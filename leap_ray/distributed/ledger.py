@@ -55,8 +55,9 @@ class TaskEntry:
 
 
 class Ledger:
-    def __init__(self, max_partial_norm: float) -> None:
+    def __init__(self, max_partial_norm: float, max_task_norm: float = 0.0) -> None:
         self.max_partial_norm = max_partial_norm
+        self.max_task_norm = max_task_norm  # 0: a task's meta-gradient is taken as it is
         self.entries: dict[int, TaskEntry] = {}
         self.rejected_chunks = 0
 
@@ -128,7 +129,7 @@ class Ledger:
         missing = [t for t in task_ids if not self.done(t)]
         if missing:
             raise ValueError(f"tasks {missing[:5]} have not finished")
-        batch, staleness = PartialSum(), []
+        batch, staleness, bounded = PartialSum(), [], 0
         for task_id in task_ids:
             entry = self.entries[task_id]
             lag = version - entry.init_version
@@ -136,6 +137,8 @@ class Ledger:
                 entry.status, entry.reason = "rejected", f"stale by {lag} versions"
             if entry.status == "finished":
                 entry.total.init_version = version  # applied at this version (async: as it is)
+                if self.max_task_norm > 0:
+                    bounded += entry.total.bound_norm_(self.max_task_norm) > self.max_task_norm
                 batch.absorb(entry.total)
                 staleness.append(lag)
                 entry.status = "applied"
@@ -144,6 +147,7 @@ class Ledger:
             "meta/tasks_applied": float(len(staleness)),
             "meta/tasks_rejected": float(len(task_ids) - len(staleness)),
             "meta/staleness": sum(staleness) / len(staleness) if staleness else 0.0,
+            "meta/tasks_norm_bounded": float(bounded),
         }
         return (batch.result() if staleness else None), stats
 

@@ -27,7 +27,7 @@ class ParameterServer:
         self.cfg = cfg
         self.run_dir = run_dir
         self.meta_init = MetaInitialization(init, self.cfg.meta.optimizer, self.cfg.meta.lr)
-        self.ledger = Ledger(self.cfg.meta.max_partial_norm)
+        self.ledger = Ledger(self.cfg.meta.max_partial_norm, self.cfg.meta.max_task_norm)
         self.meta_step = 0
         self.progress: dict = {}  # the driver's, as of the last meta_step
         self.merge_seconds: list[float] = []

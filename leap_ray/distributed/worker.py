@@ -19,6 +19,7 @@ from leap_ray.distributed.ledger import PartialMessage
 from leap_ray.errors import LeapRayError
 from leap_ray.learners import learner_for
 from leap_ray.tasks import TaskSpec
+from leap_ray.video import MAX_EPISODE_STEPS, gif_bytes
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,7 @@ class TaskReport:
     episodes: tuple  # (env_step, return, length) per finished episode
     final_loss: float
     path: dict  # the task's path length, energy and distance (learners.base.PathTracker)
+    terms: dict  # its meta-gradient's path and loss term norms and their cosine
     chunks: int
     rejected: str  # why the server rejected this attempt, or ""
     node_ip: str
@@ -76,12 +78,16 @@ class TaskWorker:
             log.exception("task %d (%s, attempt %d) failed", spec.task_id, spec.game, spec.attempt)
             raise
 
-    def run_eval(self, game: str, seed: int, steps: int, init: dict | None, method: str) -> dict:
+    def run_eval(
+        self, game: str, seed: int, steps: int, init: dict | None, method: str, video: bool = False
+    ) -> dict:
         """Transfer evaluation: a fresh learner (new heads, no meta-learner) whose encoder starts
-        from `init` (None: the seed's own random encoder); returns its episode curve."""
+        from `init` (None: the seed's own random encoder); returns its episode curve, and with
+        `video` one game played at the end as GIF bytes."""
+        video_steps = MAX_EPISODE_STEPS if video else 0
         try:
             summary, _ = learner_for(self.cfg).run_transfer_task(
-                self.cfg, game, seed, steps, init, None
+                self.cfg, game, seed, steps, init, None, video_steps
             )
         except LeapRayError as error:
             log.error("evaluation of %s on %s (seed %d): %s", method, game, seed, error)
@@ -89,11 +95,14 @@ class TaskWorker:
         except Exception:
             log.exception("evaluation of %s on %s (seed %d) failed", method, game, seed)
             raise
-        return {
+        result = {
             "episodes": tuple(summary.episodes),
             "env_steps": summary.env_steps,
             "seconds": summary.seconds,
         }
+        if summary.video is not None:
+            result["video"] = gif_bytes(summary.video)
+        return result
 
     def _run(self, spec: TaskSpec, init: dict) -> TaskReport:
         started_at = time.time()
@@ -119,6 +128,7 @@ class TaskWorker:
             send_rows()
 
         summary = learner_for(self.cfg).run_meta_task(self.cfg, spec, init, on_partial, on_log)
+        on_log(summary.env_steps, summary.terms)
         send_rows()
         ray.get(sent)  # the task's rows reach the sink before its report
         answers = ray.get(acks)  # every chunk is merged before the task reports done
@@ -134,6 +144,7 @@ class TaskWorker:
             tuple(summary.episodes),
             summary.final_loss,
             dict(summary.path),
+            dict(summary.terms),
             len(acks),
             rejected,
             ray.util.get_node_ip_address(),

@@ -40,6 +40,8 @@ class LearnerSummary:
     episodes: list[tuple[int, float, int]] = field(default_factory=list)  # (env_step, return, len)
     final_loss: float = float("nan")
     path: dict[str, float] = field(default_factory=dict)  # PathTracker.measure() at the end
+    video: np.ndarray | None = None  # [T, H, W, 3] uint8: one game played after training
+    terms: dict[str, float] = field(default_factory=dict)  # the meta-learner's `terms`
 
     @property
     def env_steps_per_second(self) -> float:
@@ -51,6 +53,7 @@ class Learner(Protocol):
 
     name: str
     needs_ray: bool  # its learning process needs a Ray runtime (the CLI starts a local one)
+    records_video: bool  # run_transfer_task can record a game after training (evaluate --video)
 
     def check(self, cfg: Config, games: tuple[str, ...]) -> None:
         """Everything about the learner's settings that can fail, before Ray starts."""
@@ -67,6 +70,14 @@ class Learner(Protocol):
     def new_encoder(self, cfg: Config, game: str, seed: int) -> dict[str, np.ndarray]:
         """The learner's encoder for `game`, freshly initialized from `seed`."""
 
+    def probe_observations(self, cfg: Config, games: tuple[str, ...]) -> np.ndarray | None:
+        """A fixed batch of observations of `games` (random play, a fixed seed) on which
+        `unit_activity` reads the health of an initialization; None where not measured."""
+
+    def unit_activity(self, cfg: Config, init: Encoder, observations) -> dict[str, float]:
+        """Of the encoder's output units on `observations`: the fraction never active (dead,
+        output <= 0 on every observation) and always active (> 0 on every one)."""
+
     def encoder_metadata(self, cfg: Config, game: str) -> dict[str, str]:
         """How to rebuild the encoder outside this project (`export`): its architecture and
         the observation shape it takes, as strings."""
@@ -78,10 +89,19 @@ class Learner(Protocol):
         streaming partials every `meta.stream_every` updates and its last one at the end."""
 
     def run_transfer_task(
-        self, cfg: Config, game: str, seed: int, steps: int, init: Encoder | None, on_log: OnLog
+        self,
+        cfg: Config,
+        game: str,
+        seed: int,
+        steps: int,
+        init: Encoder | None,
+        on_log: OnLog,
+        video_steps: int = 0,
     ) -> tuple[LearnerSummary, dict[str, np.ndarray]]:
         """A fresh learner (new heads, no meta-learner) whose encoder starts from `init` (None:
-        the seed's own random encoder); its summary and its final encoder."""
+        the seed's own random encoder); its summary and its final encoder. `video_steps` > 0:
+        then one game of at most that many agent steps is played and its frames kept in the
+        summary (`records_video` learners on suites with frames)."""
 
     def run_single_task(
         self,
@@ -124,6 +144,8 @@ def configured_meta_learner(
         stabilizer=m.stabilizer,
         prefix=prefix,
         borrow_grads=borrow_grads,
+        loss_scale=m.loss_scale,
+        loss_smoothing=m.loss_smoothing,
     )
 
 

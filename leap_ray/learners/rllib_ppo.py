@@ -218,17 +218,27 @@ def _validate_without_gpus(cfg: Config, game: str) -> None:
 
 
 class LeapPPOLearner(PPOTorchLearner):
-    """RLlib's torch PPO learner that shows every optimizer step to a `StepObserver`."""
+    """RLlib's torch PPO learner that shows every optimizer step to a `StepObserver`: with the
+    raw gradients (after backward, before RLlib clips them), or with `observer.sees_clipped`
+    the ones the optimizer steps with (after `postprocess_gradients`)."""
 
     observer: StepObserver | None = None
 
     def compute_gradients(self, loss_per_module, **kwargs):
         grads = super().compute_gradients(loss_per_module, **kwargs)
         if self.observer is not None and grads:
-            self.observer.before_step(sum(loss_per_module.values()), self.module[DEFAULT_MODULE_ID])
+            loss = sum(loss_per_module.values())
+            if self.observer.sees_clipped:
+                self.observer.pending_loss = loss
+            else:
+                self.observer.before_step(loss, self.module[DEFAULT_MODULE_ID])
         return grads
 
     def apply_gradients(self, gradients_dict) -> None:
+        if self.observer is not None and gradients_dict and self.observer.sees_clipped:
+            for pid, grad in gradients_dict.items():  # as the step will: the clipped gradient
+                self._params[pid].grad = grad
+            self.observer.before_step(self.observer.pending_loss, self.module[DEFAULT_MODULE_ID])
         super().apply_gradients(gradients_dict)
         if self.observer is not None and gradients_dict:
             self.observer.after_step(self.module[DEFAULT_MODULE_ID])
@@ -245,9 +255,12 @@ class StepObserver:
         path: PathTracker | None,
         on_partial: Callable[[PartialMetaGradient], None] | None,
         stream_every: int,
+        sees_clipped: bool = False,
     ) -> None:
         self.game, self.meta_learner, self.path = game, meta_learner, path
         self.on_partial, self.stream_every = on_partial, stream_every
+        self.sees_clipped = sees_clipped  # meta.loss_gradient: clipped
+        self.pending_loss: torch.Tensor | None = None
         self.updates = 0
         self.loss = float("nan")
 
@@ -327,16 +340,19 @@ class PPOTask:
         num_env_steps: int,
         meta_learner: PathMetaLearner | None = None,
         *,
-        stream_every: int = 0,
+        stream_every: int | None = None,
         on_partial: OnPartial | None = None,
         on_log: OnLog | None = None,
     ) -> LearnerSummary:
         """PPO iterations until `num_env_steps` are sampled; then the meta-learner's path is
         closed at theta_K (without a loss there: PPO's loss needs a new batch) and its last
-        partial sent."""
+        partial sent. Partials stream every `stream_every` steps (None: `meta.stream_every`)."""
+        if stream_every is None:
+            stream_every = self.cfg.meta.stream_every
         summary = LearnerSummary()
         path = PathTracker(self.module) if self.cfg.logging.measure_paths else None
-        observer = StepObserver(self.game, meta_learner, path, on_partial, stream_every)
+        clipped = self.cfg.meta.loss_gradient == "clipped"
+        observer = StepObserver(self.game, meta_learner, path, on_partial, stream_every, clipped)
         self.learner.observer = observer
         start = time.perf_counter()
         env_steps = 0
@@ -372,6 +388,7 @@ class PPOTask:
             partial = meta_learner.finish_task(self.module)  # d_l = 0 on the last segment
             if on_partial is not None:
                 on_partial(partial)
+            summary.terms = dict(meta_learner.terms)
         if path is not None:
             path.finish(float("nan"))
             summary.path = path.measure()
@@ -404,6 +421,7 @@ class RLlibPPO:
 
     name = "rllib_ppo"
     needs_ray = True  # an RLlib Algorithm needs a Ray runtime, even with everything in-process
+    records_video = False  # not yet: evaluate --video refuses it before Ray starts
 
     def check(self, cfg: Config, games: tuple[str, ...]) -> None:
         """RLlib's own validation of the task config, and a build of its RLModule, before any
@@ -440,6 +458,12 @@ class RLlibPPO:
         module = spec.build()
         return encoder_arrays(module)
 
+    def probe_observations(self, cfg: Config, games: tuple[str, ...]) -> None:
+        return None  # not measured: RLlib's encoders are built from its own model config
+
+    def unit_activity(self, cfg: Config, init: Encoder, observations) -> dict[str, float]:
+        return {}
+
     def encoder_metadata(self, cfg: Config, game: str) -> dict[str, str]:
         obs, _ = task_spaces(cfg, game)
         return {
@@ -456,18 +480,19 @@ class RLlibPPO:
             task.load_encoder(init)
             meta_learner = configured_meta_learner(cfg.meta, init)
             meta_learner.load(init, spec.init_version)
-            return task.train(
-                spec.env_steps,
-                meta_learner,
-                stream_every=cfg.meta.stream_every,
-                on_partial=on_partial,
-                on_log=on_log,
-            )
+            return task.train(spec.env_steps, meta_learner, on_partial=on_partial, on_log=on_log)
         finally:
             task.close()
 
     def run_transfer_task(
-        self, cfg: Config, game: str, seed: int, steps: int, init: Encoder | None, on_log: OnLog
+        self,
+        cfg: Config,
+        game: str,
+        seed: int,
+        steps: int,
+        init: Encoder | None,
+        on_log: OnLog,
+        video_steps: int = 0,
     ) -> tuple[LearnerSummary, dict[str, np.ndarray]]:
         task = PPOTask(cfg, game, seed)
         try:
@@ -491,12 +516,6 @@ class RLlibPPO:
         task = PPOTask(cfg, game, seed)
         try:
             meta_learner = configured_meta_learner(cfg.meta, task.encoder())
-            return task.train(
-                steps,
-                meta_learner,
-                stream_every=cfg.meta.stream_every,
-                on_partial=on_partial,
-                on_log=on_log,
-            )
+            return task.train(steps, meta_learner, on_partial=on_partial, on_log=on_log)
         finally:
             task.close()

@@ -24,6 +24,8 @@ def make_meta_learner(
     stabilizer: bool = True,
     prefix: str = "",
     borrow_grads: bool = False,
+    loss_scale: float = 1.0,
+    loss_smoothing: float = 0.0,
 ) -> PathMetaLearner:
     """Leap or Reptile by name; both yield `PartialMetaGradient`s."""
     if algorithm == "leap":
@@ -34,6 +36,8 @@ def make_meta_learner(
             stabilizer=stabilizer,
             prefix=prefix,
             borrow_grads=borrow_grads,
+            loss_scale=loss_scale,
+            loss_smoothing=loss_smoothing,
         )
     if algorithm == "reptile":
         return Reptile(init, prefix=prefix)

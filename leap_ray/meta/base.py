@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from leap_ray.meta.partial import PartialMetaGradient
+from leap_ray.meta.partial import PartialMetaGradient, global_norm
 
 TensorLike = torch.Tensor | np.ndarray
 
@@ -37,6 +37,8 @@ class PathMetaLearner:
         self._anchor: list[torch.Tensor] | None = None
         self._segments = 0
         self._finished = False
+        self._task_terms: list[list[torch.Tensor] | None] = [None, None]  # path, loss so far
+        self.terms: dict[str, float] = {}  # the last finished task's (`term_norms`)
 
     # -- the initialization ------------------------------------------------------------------
     def parameters(self) -> Iterator[nn.Parameter]:
@@ -75,6 +77,7 @@ class PathMetaLearner:
         self._anchor = None
         self._segments = 0
         self._finished = False
+        self._task_terms = [None, None]
 
     def update(self, loss: torch.Tensor | float, module: nn.Module) -> None:
         raise NotImplementedError
@@ -83,7 +86,11 @@ class PathMetaLearner:
         """Everything accumulated since the last take; the sum of all takes of a task is exact
         whenever they are taken (a take may pre-pay the parameter step of an open segment)."""
         theta = self._theta(module)
-        grads = self._take_increments(theta)
+        path_part, loss_part = self._take_terms(theta)
+        self._add_to_task_terms(path_part, loss_part)
+        grads = path_part
+        if loss_part is not None:
+            torch._foreach_add_(grads, loss_part)
         partial = PartialMetaGradient(
             {
                 name: g.detach().to("cpu", torch.float32).contiguous()  # travels as C arrays
@@ -113,14 +120,40 @@ class PathMetaLearner:
         self._close_path(module, loss)
         self._finished = True
         partial = self.take_partial(module)
+        self.terms = self._term_norms()
         self.init_task()
         return partial
+
+    def _add_to_task_terms(self, path_part, loss_part) -> None:
+        for k, part in enumerate((path_part, loss_part)):
+            if part is None:
+                continue
+            if self._task_terms[k] is None:
+                self._task_terms[k] = [t.clone() for t in part]
+            else:
+                torch._foreach_add_(self._task_terms[k], part)
+
+    def _term_norms(self) -> dict[str, float]:
+        """The task's meta-gradient split into its path term (the d_theta part) and its loss
+        term (the g_i part): their norms and the cosine between them (NaN if one is zero)."""
+        path, loss = self._task_terms
+        if path is None:
+            return {}
+        norms = {"meta/path_term_norm": global_norm(path)}
+        if loss is not None:
+            norms["meta/loss_term_norm"] = global_norm(loss)
+            dot = sum(float((a * b).sum()) for a, b in zip(path, loss, strict=True))
+            denominator = norms["meta/path_term_norm"] * norms["meta/loss_term_norm"]
+            norms["meta/term_cosine"] = dot / denominator if denominator > 0 else float("nan")
+        return norms
 
     # -- helpers for subclasses ---------------------------------------------------------------
     def _path_open(self) -> bool:
         return self._anchor is not None
 
-    def _take_increments(self, theta: list[torch.Tensor]) -> list[torch.Tensor]:
+    def _take_terms(self, theta: list[torch.Tensor]):
+        """(path part, loss part or None) accumulated since the last take; their sum is the
+        partial. The path part is a fresh tensor list the caller may add into."""
         raise NotImplementedError
 
     def _close_path(self, module: nn.Module, loss: torch.Tensor | float | None) -> None:

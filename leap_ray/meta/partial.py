@@ -114,6 +114,14 @@ class PartialSum:
         self.num_segments += partial.num_segments
         self.num_tasks += partial.num_tasks
 
+    def bound_norm_(self, bound: float) -> float:
+        """Scale the sum in place down to norm `bound` if it is longer; returns its norm before
+        (a task's whole meta-gradient: `meta.max_task_norm`)."""
+        norm = global_norm(self._total) if self._total else 0.0
+        if norm > bound > 0:
+            torch._foreach_mul_(self._total, bound / norm)
+        return norm
+
     def absorb(self, other: PartialSum) -> None:
         """Add another running sum in place, without copying it (`other` is spent)."""
         if self.init_version is None:

@@ -25,5 +25,5 @@ class Reptile(PathMetaLearner):
             self._segments += 1
 
     @torch.no_grad()
-    def _take_increments(self, theta: list[torch.Tensor]) -> list[torch.Tensor]:
-        return self._telescoped_displacement(theta)
+    def _take_terms(self, theta: list[torch.Tensor]):
+        return self._telescoped_displacement(theta), None

@@ -33,6 +33,8 @@ from leap_ray.config import EnvConfig
 from leap_ray.errors import ConfigError
 from leap_ray.suites.base import StepResult
 
+FULL_ACTION_SET = 18  # every joystick and button combination (ALE's Action enum)
+
 # The classic suite: the games old gym registered as `<Name>-v4` / `<Name>NoFrameskip-v4`
 # (ale_py.registration.register_v0_v4_envs registers the same 62 games).
 CLASSIC_SUITE: tuple[str, ...] = (
@@ -142,6 +144,7 @@ class AtariGroup:
             life_loss_info=cfg.life_loss_terminal,
             use_fire_reset=cfg.fire_reset,
             max_num_frames_per_episode=cfg.max_episode_frames,
+            full_action_space=cfg.full_action_space,
             autoreset_mode="SameStep",
         )
         self.num_envs = num_envs
@@ -212,10 +215,14 @@ class AtariSuite:
         """[C, 84, 84] frames (C = stack x 1 or 3 channels)."""
         return (cfg.frame_stack * (1 if cfg.grayscale else 3), 84, 84)
 
-    def num_actions(self, game: str) -> int:
-        return num_actions(game)
+    def num_actions(self, cfg: EnvConfig, game: str) -> int:
+        """The minimal action set's size, or 18 with `env.full_action_space` (ALE v5). The
+        meta-training pool's "at most max_actions" rule always reads the minimal set."""
+        return FULL_ACTION_SET if cfg.full_action_space else num_actions(game)
 
-    def fire_action(self, game: str) -> int | None:
+    def fire_action(self, cfg: EnvConfig, game: str) -> int | None:
+        if cfg.full_action_space:
+            return Action.FIRE.value  # the full set is ALE's Action enum in order
         return fire_action(game)
 
     def vector_group(self, game: str, num_envs: int, seed: int, cfg: EnvConfig) -> AtariGroup:
@@ -228,7 +235,7 @@ class AtariSuite:
             f"ALE/{resolve_game(game)}-v5",
             frameskip=1,
             repeat_action_probability=cfg.repeat_action_probability,
-            full_action_space=False,
+            full_action_space=cfg.full_action_space,
         )
 
     def max_return(self, game: str) -> float | None:

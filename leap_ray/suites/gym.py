@@ -101,7 +101,7 @@ class GymSuite:
         probe.close()
         return shape
 
-    def num_actions(self, game: str) -> int:
+    def num_actions(self, cfg: EnvConfig, game: str) -> int:
         probe = make_gym(game)
         space = probe.action_space
         probe.close()
@@ -109,7 +109,7 @@ class GymSuite:
             raise ConfigError(f"{game}: only discrete action spaces are supported")
         return int(space.n)
 
-    def fire_action(self, game: str) -> int | None:
+    def fire_action(self, cfg: EnvConfig, game: str) -> int | None:
         return None
 
     def vector_group(self, game: str, num_envs: int, seed: int, cfg: EnvConfig) -> GymGroup:

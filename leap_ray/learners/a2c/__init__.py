@@ -10,11 +10,15 @@ import numpy as np
 import torch
 
 from leap_ray.config import Config
+from leap_ray.learners.a2c.envs import VectorTask
 from leap_ray.learners.a2c.learning import A2CLearner, make_learner
 from leap_ray.learners.a2c.networks import ActorCritic, encoder_state, make_encoder
 from leap_ray.learners.base import Encoder, LearnerSummary, OnLog, OnPartial
 from leap_ray.suites import observation_shape
 from leap_ray.tasks import TaskSpec
+
+# the health probe: 4 environments of random play, a frame of each every 25 steps up to 200
+PROBE_ENVS, PROBE_STEPS, PROBE_EVERY, PROBE_SEED = 4, 200, 25, 12345
 
 
 def load_encoder(model: ActorCritic, init: Encoder) -> None:
@@ -26,6 +30,7 @@ def load_encoder(model: ActorCritic, init: Encoder) -> None:
 class A2C:
     name = "a2c"
     needs_ray = False
+    records_video = True
 
     def check(self, cfg: Config, games: tuple[str, ...]) -> None:
         pass  # the a2c section is checked by its config model
@@ -43,6 +48,38 @@ class A2C:
         torch.manual_seed(seed)
         encoder = make_encoder(cfg.a2c.encoder, observation_shape(cfg.env, game))
         return {name: p.detach().numpy().copy() for name, p in encoder.named_parameters()}
+
+    def probe_observations(self, cfg: Config, games: tuple[str, ...]) -> np.ndarray:
+        """Random play of PROBE_ENVS environments on each game: every PROBE_EVERY steps a frame
+        of each (32 per game), the same ones every time (fixed seeds)."""
+        env = cfg.env.model_copy(update={"num_envs": PROBE_ENVS})
+        rng = np.random.default_rng(PROBE_SEED)
+        batches = []
+        for game in games:
+            envs = VectorTask(game, env, PROBE_SEED, groups=1)
+            try:
+                envs.reset()
+                for step in range(1, PROBE_STEPS + 1):
+                    envs.groups[0].send(rng.integers(envs.num_actions, size=PROBE_ENVS))
+                    obs = envs.groups[0].recv().obs
+                    if step % PROBE_EVERY == 0:
+                        batches.append(obs.copy())
+            finally:
+                envs.close()
+        return np.concatenate(batches)
+
+    @torch.no_grad()
+    def unit_activity(self, cfg: Config, init: Encoder, observations) -> dict[str, float]:
+        shape = tuple(observations.shape[1:])
+        with torch.random.fork_rng(devices=[]):  # its random init is overwritten at once
+            encoder = make_encoder(cfg.a2c.encoder, shape)
+        encoder.load_state_dict({name: torch.tensor(value) for name, value in init.items()})
+        features = encoder(torch.from_numpy(observations))  # [B, F]
+        active = features > 0
+        return {
+            "meta/init_dead_units": float((~active).all(0).float().mean()),
+            "meta/init_always_on_units": float(active.all(0).float().mean()),
+        }
 
     def encoder_metadata(self, cfg: Config, game: str) -> dict[str, str]:
         return {
@@ -62,13 +99,22 @@ class A2C:
             learner.envs.close()
 
     def run_transfer_task(
-        self, cfg: Config, game: str, seed: int, steps: int, init: Encoder | None, on_log: OnLog
+        self,
+        cfg: Config,
+        game: str,
+        seed: int,
+        steps: int,
+        init: Encoder | None,
+        on_log: OnLog,
+        video_steps: int = 0,
     ) -> tuple[LearnerSummary, dict[str, np.ndarray]]:
         learner = make_learner(cfg, game, seed, meta=False)
         try:
             if init is not None:
                 load_encoder(learner.model, init)
             summary = self._train(cfg, learner, steps, None, on_log)
+            if video_steps > 0:
+                summary.video = learner.record_episode(video_steps)
         finally:
             learner.envs.close()
         return summary, {name: t.numpy() for name, t in encoder_state(learner.model).items()}

@@ -45,7 +45,7 @@ class VectorTask:
             groups = 1
         sizes = [cfg.num_envs // groups + (i < cfg.num_envs % groups) for i in range(groups)]
         self.game = suite.resolve(game)
-        self.num_actions = suite.num_actions(self.game)
+        self.num_actions = suite.num_actions(cfg, self.game)
         self.groups = [
             suite.vector_group(self.game, n, seed + 10_007 * i, cfg) for i, n in enumerate(sizes)
         ]

@@ -102,8 +102,9 @@ class Rollout:
         self.trunk_outs: list[torch.Tensor] = []  # per step and group, in [T, N] order
         # env.fire_after_life_loss: the FIRE action of a game that has one
         fire = env_cfg.fire_after_life_loss
-        self.fire = suite_for(env_cfg).fire_action(envs.game) if fire else None
+        self.fire = suite_for(env_cfg).fire_action(env_cfg, envs.game) if fire else None
         self.must_fire = torch.zeros(num_envs, dtype=torch.bool)  # [N] a life was just lost
+        self.grayscale = env_cfg.grayscale
         self.forced = torch.zeros((steps, num_envs), dtype=torch.bool)  # [T, N] FIRE pressed
         self.env_steps = 0
 
@@ -184,6 +185,7 @@ class A2CLearner:
         envs: VectorTask,
         model: ActorCritic,
         meta_learner: PathMetaLearner | None = None,
+        meta_sees_clipped: bool = False,
     ) -> None:
         if cfg.device.startswith("cuda") and not torch.cuda.is_available():
             raise ConfigError(f"a2c.device is {cfg.device!r} but this process sees no CUDA device")
@@ -197,6 +199,8 @@ class A2CLearner:
         )
         self.model = model.to(self.device)
         self.meta_learner = meta_learner
+        # the meta-learner reads g_i after the gradient clipping (meta.loss_gradient: clipped)
+        self.meta_sees_clipped = meta_sees_clipped
         self.opt = RMSProp(model.parameters(), lr=cfg.lr, alpha=cfg.rms_alpha, eps=cfg.rms_eps)
         self.rollout = Rollout(cfg, env_cfg, envs, self.model, self.autocast)
         self.updates = 0
@@ -236,11 +240,14 @@ class A2CLearner:
             loss, stats = self.loss()
         loss.backward()
         self.updates += 1
+        clip = self.cfg.max_grad_norm > 0
+        if clip and self.meta_sees_clipped:  # meta.loss_gradient: clipped
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.max_grad_norm)
         if self.meta_learner is not None:
             self.meta_learner.update(loss, self.model)
             if on_partial is not None and stream_every and self.updates % stream_every == 0:
                 on_partial(self.meta_learner.take_partial(self.model))
-        if self.cfg.max_grad_norm > 0:
+        if clip and not self.meta_sees_clipped:
             nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.max_grad_norm)
         self.opt.step()
         self.opt.zero_grad(set_to_none=True)
@@ -291,6 +298,8 @@ class A2CLearner:
                 log_episodes(on_log, self.env_steps, episodes)
                 on_log(self.env_steps, stats)
         summary.final_loss = self._close_path(on_partial)
+        if self.meta_learner is not None:
+            summary.terms = dict(self.meta_learner.terms)
         if path is not None:
             path.finish(summary.final_loss)
             summary.path = path.measure()
@@ -298,6 +307,37 @@ class A2CLearner:
         summary.updates = self.updates - updates_at_start
         summary.seconds = time.perf_counter() - start
         return summary
+
+    @torch.no_grad()
+    def record_episode(self, max_steps: int) -> np.ndarray:
+        """One whole game of the first environment, played by the current policy from a fresh
+        reset of its group (training is over): its frames [T, 84, 84, 3] uint8, the last frame
+        of each observation, at most `max_steps` agent steps."""
+        group, rows = self.envs.groups[0], self.envs.rows[0]
+        obs = torch.from_numpy(group.reset())
+        fire = self.rollout.fire
+        must_fire = torch.zeros(rows.stop - rows.start, dtype=torch.bool)
+        frames = [self._frame(obs[0])]
+        for _ in range(max_steps):
+            with self.autocast():
+                logits, _ = self.model(obs.to(self.device))
+            actions = torch.multinomial(F.softmax(logits.float(), dim=-1), 1).squeeze(1).cpu()
+            if fire is not None:
+                actions[must_fire] = fire
+            group.send(actions.numpy())
+            result = group.recv()
+            obs = torch.from_numpy(result.obs)
+            if result.game_over[0]:
+                break
+            frames.append(self._frame(obs[0]))
+            must_fire = torch.from_numpy(result.terminated & ~result.game_over)
+        return np.stack(frames)
+
+    def _frame(self, obs: torch.Tensor) -> np.ndarray:
+        """[C, H, W] -> the newest frame of the stack as [H, W, 3]."""
+        if self.rollout.grayscale:
+            return obs[-1].unsqueeze(-1).expand(-1, -1, 3).numpy()
+        return obs[-3:].permute(1, 2, 0).numpy()
 
     def _close_path(self, on_partial) -> float:
         """theta_K's loss from one more rollout (no update), then the task's last partial."""
@@ -322,12 +362,14 @@ def make_learner(cfg: Config, game: str, seed: int, *, meta: bool = True) -> A2C
     envs = VectorTask(game, cfg.env, seed)
     model = ActorCritic(make_encoder(cfg.a2c.encoder, envs.obs_shape), envs.num_actions)
     meta_learner = None
+    clipped_first = cfg.meta.loss_gradient == "clipped"
     if meta:
         meta_learner = configured_meta_learner(
             cfg.meta,
             model.encoder,
             prefix=ENCODER_PREFIX,
-            # `update` replaces .grad every update; only clipping would change it in place
-            borrow_grads=cfg.a2c.max_grad_norm == 0,
+            # `update` replaces .grad every update; only clipping after the meta-learner read
+            # it would change it in place
+            borrow_grads=cfg.a2c.max_grad_norm == 0 or clipped_first,
         )
-    return A2CLearner(cfg.a2c, cfg.env, envs, model, meta_learner)
+    return A2CLearner(cfg.a2c, cfg.env, envs, model, meta_learner, clipped_first)
