@@ -8,7 +8,7 @@ Every variant is measured in `--rounds` interleaved windows and reports its best
 slow spell of the machine does not fall on one variant only; Leap's cost is also given as the
 median over rounds of the ratio of the on and off windows run back to back.
 
-    pip install stable-baselines3==2.9.2   # for this benchmark only; not in requirements.txt
+    pip install stable-baselines3==2.9.2   # in requirements.txt (the export recipe test) now
     python -m benchmarks.learner_throughput [--updates 60] [--rounds 5]
 """
 

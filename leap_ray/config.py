@@ -93,7 +93,7 @@ class EnvConfig(Section):
 
     # ALE, or vector-observation gymnasium tasks: leap_ray/suites' registry (a test keeps the
     # names equal)
-    suite: Literal["atari", "gym"] = "atari"
+    suite: Literal["atari", "gym", "minatar"] = "atari"
     games: Names = ()  # the meta-training pool; empty: classic games with <= max_actions
     max_actions: Annotated[StrictInt, Field(ge=2)] = 10  # pool filter (paper: <= 10)
     held_out: Names = ("Breakout", "SpaceInvaders")  # never meta-trained on
@@ -110,6 +110,9 @@ class EnvConfig(Section):
     # whole games. The paper does not say; on for the games where it helps (Breakout)
     life_loss_terminal: StrictBool = True
     fire_reset: StrictBool = True  # press FIRE at each game's start where the game needs it
+    # MinAtar: its games get harder as they go on (MinAtar's default); a task name may say
+    # otherwise ("Breakout?ramping=false")
+    difficulty_ramping: StrictBool = True
     # the policy plays ALE's full set of 18 actions in every game (ALE v5, Machado et al. 2018)
     # instead of each game's minimal set; the pool's max_actions rule reads the minimal set
     full_action_space: StrictBool = False
@@ -137,7 +140,8 @@ class EnvConfig(Section):
 class A2CConfig(Section):
     """The per-task learner; defaults are the paper's Atari settings."""
 
-    encoder: Literal["mnih2013", "nature", "mlp"] = "mnih2013"  # mlp: vector observations
+    # mlp: vector observations; minatar: the MinAtar paper's (conv 16 3x3, fc 128) for 10x10
+    encoder: Literal["mnih2013", "nature", "mlp", "minatar"] = "mnih2013"
     steps_per_task: Count = 1_000_000  # env_steps per task (paper: 1M workshop, 5M final)
     unroll: Count = 5  # env_steps per environment between updates
     lr: PositiveFloat = 1e-4  # RMSProp learning rate

@@ -157,7 +157,7 @@ def check_video(cfg: Config) -> None:
     learner, suite = learner_for(cfg), suite_for(cfg.env)
     if not learner.records_video:
         raise ConfigError(f"--video: the {learner.name} learner records no video yet")
-    if not suite.frames:
+    if not suite.video:
         raise ConfigError(f"--video: the {suite.name} suite's observations are not frames")
 
 

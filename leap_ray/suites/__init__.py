@@ -7,8 +7,9 @@ from leap_ray.config import EnvConfig
 from leap_ray.suites.atari import AtariSuite
 from leap_ray.suites.base import StepResult, Suite, VectorGroup
 from leap_ray.suites.gym import GymSuite
+from leap_ray.suites.minatar import MinAtarSuite
 
-SUITES: dict[str, Suite] = {"atari": AtariSuite(), "gym": GymSuite()}
+SUITES: dict[str, Suite] = {"atari": AtariSuite(), "gym": GymSuite(), "minatar": MinAtarSuite()}
 
 
 def suite_for(cfg: EnvConfig) -> Suite:

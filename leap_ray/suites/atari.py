@@ -193,6 +193,8 @@ class AtariSuite:
     name = "atari"
     frames = True  # 84x84 frames: frame stacking and RLlib's Atari preprocessing apply
     even_groups = True  # AtariVectorEnv groups must be of equal size
+    async_groups = True  # ALE's C++ threads emulate one group while the policy acts on another
+    video = True
 
     def resolve(self, game: str) -> str:
         return resolve_game(game)
@@ -240,3 +242,9 @@ class AtariSuite:
 
     def max_return(self, game: str) -> float | None:
         return None
+
+    def rgb_frame(self, cfg: EnvConfig, obs: np.ndarray) -> np.ndarray:
+        """The newest frame of the stack, [84, 84, 3]."""
+        if cfg.grayscale:
+            return np.repeat(obs[-1][:, :, None], 3, axis=2)
+        return np.ascontiguousarray(obs[-3:].transpose(1, 2, 0))

@@ -40,6 +40,10 @@ class Suite(Protocol):
     name: str
     frames: bool  # observations are Atari-style frames (frame stacking, RLlib's Atari wrapper)
     even_groups: bool  # vector groups must be of equal size
+    # its groups step in their own threads, so acting on one while another emulates pays;
+    # otherwise the A2C learner keeps one group (one policy forward per step, not one per group)
+    async_groups: bool
+    video: bool  # `rgb_frame` can draw an observation (evaluate --video)
 
     def resolve(self, game: str) -> str:
         """The canonical name of a game of this suite; a one-line ConfigError if unknown."""
@@ -55,3 +59,6 @@ class Suite(Protocol):
 
     def max_return(self, game: str) -> float | None:
         """The best possible episode return, where one is known (evaluate's summary)."""
+
+    def rgb_frame(self, cfg: EnvConfig, obs: np.ndarray) -> np.ndarray:
+        """One observation [C, H, W] as a picture [H', W', 3] uint8 (the newest frame)."""

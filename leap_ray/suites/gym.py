@@ -82,6 +82,8 @@ class GymSuite:
     name = "gym"
     frames = False
     even_groups = False
+    async_groups = True  # stepped in turn, but kept at two groups: the recorded results used two
+    video = False  # vector observations: nothing to draw
 
     def resolve(self, game: str) -> str:
         try:
@@ -124,3 +126,6 @@ class GymSuite:
         if base.startswith("CartPole"):
             return float(gym.spec(base).max_episode_steps)
         return None
+
+    def rgb_frame(self, cfg: EnvConfig, obs: np.ndarray) -> np.ndarray:
+        raise ConfigError("the gym suite's observations are vectors, not pictures")

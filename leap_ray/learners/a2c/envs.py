@@ -40,7 +40,7 @@ class VectorTask:
 
     def __init__(self, game: str, cfg: EnvConfig, seed: int, groups: int = 2) -> None:
         suite = suite_for(cfg)
-        groups = max(1, min(groups, cfg.num_envs))
+        groups = max(1, min(groups if suite.async_groups else 1, cfg.num_envs))
         if suite.even_groups and cfg.num_envs % groups:
             groups = 1
         sizes = [cfg.num_envs // groups + (i < cfg.num_envs % groups) for i in range(groups)]

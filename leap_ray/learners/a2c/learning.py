@@ -104,7 +104,6 @@ class Rollout:
         fire = env_cfg.fire_after_life_loss
         self.fire = suite_for(env_cfg).fire_action(env_cfg, envs.game) if fire else None
         self.must_fire = torch.zeros(num_envs, dtype=torch.bool)  # [N] a life was just lost
-        self.grayscale = env_cfg.grayscale
         self.forced = torch.zeros((steps, num_envs), dtype=torch.bool)  # [T, N] FIRE pressed
         self.env_steps = 0
 
@@ -314,10 +313,11 @@ class A2CLearner:
         reset of its group (training is over): its frames [T, 84, 84, 3] uint8, the last frame
         of each observation, at most `max_steps` agent steps."""
         group, rows = self.envs.groups[0], self.envs.rows[0]
+        suite, env_cfg = suite_for(self.rollout.env_cfg), self.rollout.env_cfg
         obs = torch.from_numpy(group.reset())
         fire = self.rollout.fire
         must_fire = torch.zeros(rows.stop - rows.start, dtype=torch.bool)
-        frames = [self._frame(obs[0])]
+        frames = [suite.rgb_frame(env_cfg, obs[0].numpy())]
         for _ in range(max_steps):
             with self.autocast():
                 logits, _ = self.model(obs.to(self.device))
@@ -329,15 +329,9 @@ class A2CLearner:
             obs = torch.from_numpy(result.obs)
             if result.game_over[0]:
                 break
-            frames.append(self._frame(obs[0]))
+            frames.append(suite.rgb_frame(env_cfg, obs[0].numpy()))
             must_fire = torch.from_numpy(result.terminated & ~result.game_over)
         return np.stack(frames)
-
-    def _frame(self, obs: torch.Tensor) -> np.ndarray:
-        """[C, H, W] -> the newest frame of the stack as [H, W, 3]."""
-        if self.rollout.grayscale:
-            return obs[-1].unsqueeze(-1).expand(-1, -1, 3).numpy()
-        return obs[-3:].permute(1, 2, 0).numpy()
 
     def _close_path(self, on_partial) -> float:
         """theta_K's loss from one more rollout (no update), then the task's last partial."""

@@ -18,7 +18,7 @@ import math
 import torch
 from torch import nn
 
-ENCODERS = ("mnih2013", "nature", "mlp")
+ENCODERS = ("mnih2013", "nature", "mlp", "minatar")
 
 
 RELU_GAIN = math.sqrt(2.0)
@@ -62,8 +62,15 @@ class ConvEncoder(nn.Module):
     once per update over the whole batch, so its large weight gradient is formed once, not once
     per acting step."""
 
-    def __init__(self, layers: list[tuple[int, int, int]], hidden: int, obs_shape: tuple[int, ...]):
+    def __init__(
+        self,
+        layers: list[tuple[int, int, int]],
+        hidden: int,
+        obs_shape: tuple[int, ...],
+        input_divisor: float = 255.0,  # Atari's bytes to [0, 1]; MinAtar's are 0 or 1 (1.0)
+    ):
         super().__init__()
+        self.input_divisor = input_divisor
         convs: list[nn.Module] = []
         channels = obs_shape[0]
         for out_channels, kernel, stride in layers:
@@ -79,7 +86,10 @@ class ConvEncoder(nn.Module):
         self.convs.to(memory_format=torch.channels_last)
 
     def trunk(self, obs: torch.Tensor) -> torch.Tensor:
-        frames = obs.float().div_(255.0).contiguous(memory_format=torch.channels_last)
+        frames = obs.float()
+        if self.input_divisor != 1.0:
+            frames = frames.div_(self.input_divisor)
+        frames = frames.contiguous(memory_format=torch.channels_last)
         return self.convs(frames)
 
     def dense(self, trunk_out: torch.Tensor) -> torch.Tensor:
@@ -117,6 +127,8 @@ def make_encoder(name: str, obs_shape: tuple[int, ...]) -> nn.Module:
         return ConvEncoder([(32, 8, 4), (64, 4, 2), (64, 3, 1)], 512, obs_shape)
     if name == "mlp":
         return MLPEncoder(obs_shape)
+    if name == "minatar":  # Young & Tian 2019: one 3x3 convolution of 16 channels, fc 128
+        return ConvEncoder([(16, 3, 1)], 128, obs_shape, input_divisor=1.0)
     raise ValueError(f"encoder must be one of {ENCODERS}, got {name!r}")
 
 
