@@ -62,6 +62,30 @@ def build_parser() -> argparse.ArgumentParser:
         "--seed", type=int, help="the learner's seed: sets meta.seed (default: the config's, 0)"
     )
     _add_evaluate_parsers(sub)
+    sw = sub.add_parser(
+        "sweep",
+        help="a grid over config fields on Ray Tune, scored by transfer to validation tasks",
+    )
+    _add_config_args(sw, required=True)
+    sw.add_argument(
+        "--grid",
+        action="append",
+        default=[],
+        required=True,
+        metavar="SECTION.FIELD=V1,V2",
+        help="values of one field (repeatable: the grid is every combination)",
+    )
+    sw.add_argument(
+        "--validation",
+        required=True,
+        help="comma-separated pool tasks left out of every trial's meta-training and transferred "
+        "to (never the held-out games)",
+    )
+    sw.add_argument("--transfer-steps", type=int, default=20_000, help="env_steps per transfer")
+    sw.add_argument("--seeds", type=int, default=2, help="transfer seeds per validation task")
+    sw.add_argument("--out", required=True, help="the sweep's directory")
+    sw.add_argument("--resume", action="store_true", help="continue the stopped sweep in --out")
+    sw.add_argument("--address", help="Ray address; default: RAY_ADDRESS, else a new local Ray")
     export = sub.add_parser(
         "export", help="write a run's encoder initialization as a safetensors file (no Ray)"
     )
@@ -199,6 +223,26 @@ def resume_command(argv: list[str], out) -> str:
     return shlex.join(["python", "-m", "leap_ray", *kept, "--out", str(out), "--resume"])
 
 
+def _sweep(args: argparse.Namespace, argv: list[str]) -> int:
+    from leap_ray.sweep import make_plan, sweep
+
+    overrides = list(args.set) + ([f"logging.logdir={args.logdir}"] if args.logdir else [])
+    validation = [g.strip() for g in args.validation.split(",") if g.strip()]
+    plan = make_plan(
+        args.config,
+        overrides,
+        args.grid,
+        validation,
+        args.transfer_steps,
+        args.seeds,
+        args.out,
+        args.resume,
+    )
+    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"  # the sweep's stop contract handles it
+    sweep(plan, args.resume, args.address, resume_command(argv, plan.out))
+    return 0
+
+
 def _joins_a_cluster(args: argparse.Namespace) -> bool:
     return bool(getattr(args, "address", None) or os.environ.get("RAY_ADDRESS"))
 
@@ -227,6 +271,8 @@ def main(argv: list[str] | None = None) -> int:
 def _run(args: argparse.Namespace, argv: list[str]) -> int:
     if args.command == "evaluate":
         return _evaluate(args, argv)
+    if args.command == "sweep":
+        return _sweep(args, argv)
     if args.command == "export":
         from leap_ray.export import export
 

@@ -30,6 +30,7 @@ from leap_ray.distributed.launch import check_resources, connect, make_worker
 from leap_ray.distributed.pool import WorkerPool
 from leap_ray.distributed.signals import Stopped, StopSignals, signal_name
 from leap_ray.errors import ConfigError, RunFailed
+from leap_ray.intervals import interval_section
 from leap_ray.learners import check_encoder_fits, check_learner, learner_for
 from leap_ray.logger import RunLogger
 from leap_ray.runs import RunLock, fresh_run_dir
@@ -172,9 +173,11 @@ def run_jobs(
     address: str | None = None,
     finished: dict[EvalJob, dict] | None = None,
     on_result: Callable[[EvalJob, dict], None] | None = None,
+    stop: StopSignals | None = None,
 ) -> dict[EvalJob, dict]:
     """Every job not `finished` on task-worker actors (the run needs no parameter server, so
-    none is pinned); `on_result` sees each result as it arrives."""
+    none is pinned); `on_result` sees each result as it arrives. `stop`: the caller's stop
+    contract, put back once Ray has started (Ray replaces the SIGTERM handler)."""
     results = dict(finished or {})
     queue = [job for job in jobs(plan) if job not in results]
     if not queue:
@@ -182,6 +185,8 @@ def run_jobs(
     resources = plan.cfg.resources.model_copy(update={"server_resource": ""})
     cfg = plan.cfg.model_copy(update={"resources": resources})
     started_ray = connect(cfg, address)
+    if stop is not None:
+        stop.reinstall()
     try:
         check_resources(cfg)
         init_refs = {m.name: ray.put(m.init) for m in plan.methods if m.init is not None}
@@ -311,6 +316,22 @@ def _tag(game: str) -> str:
     return game.replace("/", "_")
 
 
+def transfer_aucs(plan: EvalPlan, results: dict[EvalJob, dict], method: str) -> dict:
+    """game -> the AUC of each seed's binned return curve (`curves.auc`) of `method`; a seed
+    that finished no episode has none."""
+    edges = curves.bin_edges(plan.steps)
+    x = curves.bin_centers(edges)
+    found: dict[str, list[float]] = {game: [] for game in plan.games}
+    for job, result in results.items():
+        if job.method != method:
+            continue
+        steps = [e[0] for e in result["episodes"]]
+        curve = curves.bin_curve(steps, [e[1] for e in result["episodes"]], edges)
+        if not np.isnan(curve).any():
+            found[job.game].append(curves.auc(x, curve))
+    return found
+
+
 def write_outputs(plan: EvalPlan, results: dict[EvalJob, dict], logger: RunLogger) -> None:
     edges = curves.bin_edges(plan.steps)
     x = curves.bin_centers(edges)
@@ -357,7 +378,8 @@ def summary_text(plan: EvalPlan, x: np.ndarray, by_game: dict) -> str:
     ]
     suite = suite_for(plan.cfg.env)
     max_returns = {game: suite.max_return(game) for game in by_game}
-    return curves.summary_markdown(header, x, by_game, max_returns, trained_on)
+    text = curves.summary_markdown(header, x, by_game, max_returns, trained_on)
+    return text + "\n" + "\n".join(interval_section(x, by_game, RANDOM))
 
 
 def evaluate(
@@ -370,7 +392,7 @@ def evaluate(
     `OUT/runs`, Ray shuts down, and `resume_command` is printed (exit 130/143)."""
     with RunLock(plan.out), StopSignals() as stop:
         try:
-            return _evaluate(plan, address, command)
+            return _evaluate(plan, address, command, stop)
         except KeyboardInterrupt:
             done = (
                 len(list((plan.out / "runs").glob("*.json"))) if (plan.out / "runs").is_dir() else 0
@@ -384,7 +406,7 @@ def evaluate(
             raise Stopped(stop.signum) from None
 
 
-def _evaluate(plan: EvalPlan, address: str | None, command: str) -> Path:
+def _evaluate(plan: EvalPlan, address: str | None, command: str, stop: StopSignals) -> Path:
     start = time.monotonic()
     finished = finished_runs(plan)  # a refused resume stops here, before anything is written
     logger = RunLogger(plan.out, plan.cfg, command)
@@ -394,7 +416,7 @@ def _evaluate(plan: EvalPlan, address: str | None, command: str) -> Path:
     try:
         if finished:
             print(f"resuming: {len(finished)} of {len(jobs(plan))} runs finished before")
-        results = run_jobs(plan, address, finished, lambda job, r: save_run(plan, job, r))
+        results = run_jobs(plan, address, finished, lambda job, r: save_run(plan, job, r), stop)
         write_outputs(plan, results, logger)
         env_steps = sum(r["env_steps"] for r in results.values())
         seconds = time.monotonic() - start

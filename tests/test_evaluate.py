@@ -94,6 +94,32 @@ def test_figure_has_one_panel_per_game():
     assert [ax.get_title() for ax in fig.axes] == ["A", "B", "C"]
 
 
+def test_intervals_by_hand():
+    """Per-game IQM and mean with bootstrap intervals, the random-normalized aggregate, and the
+    probability of improvement: a method better than random on every seed and game has
+    P(method > random) = 1 with an interval that is the point itself."""
+    from leap_ray.intervals import interval_section
+
+    x = np.array([0.0, 1.0])
+    flat = lambda v: np.array([v, v])  # noqa: E731  (AUC v)
+    seeds = range(4)
+    by_game = {
+        "A": {"leap": {s: flat(10.0 + s) for s in seeds}, "random": {s: flat(5.0) for s in seeds}},
+        "B": {"leap": {s: flat(3.0) for s in seeds}, "random": {s: flat(1.0 + s) for s in seeds}},
+    }
+    text = "\n".join(interval_section(x, by_game))
+    assert "| A | leap | 4 | 11.50 [" in text  # IQM of 10, 11, 12, 13: the middle two
+    assert "| A | random | 4 | 5.00 [5.00, 5.00] | 5.00 [5.00, 5.00] |" in text
+    # aggregate: leap's AUC over random's mean (A: 5, B: 2.5) -> 2, 2.2, 2.4, 2.6 and 1.2 x 4
+    assert "Over A, B (AUC / random's mean AUC per game):" in text
+    assert "| random | 1.00 [" in text
+    # A: leap beats every random run (1); B: 3 vs 1, 2, 3, 4 -> (1 + 1 + 0.5 + 0) / 4
+    assert "| leap | 0.81 [" in text
+    by_game["B"]["random"] = {s: flat(-1.0) for s in seeds}
+    text = "\n".join(interval_section(x, by_game))
+    assert "Over A (" in text and "left out, random's mean AUC not positive: B" in text
+
+
 def test_curve_maths_imports_neither_ray_nor_torch():
     tree = ast.parse(Path(curves.__file__).read_text())
     imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
@@ -204,6 +230,8 @@ def test_finetune_then_evaluate_writes_all_outputs(tmp_path, gym_yaml, checkpoin
         assert f"## {game}\n" in summary
     assert summary.count("| finetune | 2/2 |") == 2
     assert summary.count("| leap − finetune | 2 |") == 2
+    assert "## Intervals (rliable)" in summary and "P(method > random)" in summary
+    assert summary.count("| 2 | ") >= 6  # per game, each method's IQM over its 2 runs
 
     tags = scalar_tags(out)
     for method in ("leap", "random", "finetune"):

@@ -16,6 +16,7 @@ RAY_ROLES = {
     "distributed/launch.py",
     "driver.py",
     "evaluate.py",
+    "sweep.py",
 }
 RLLIB_LEARNER = "learners/rllib_ppo.py"  # imports RLlib, which ships inside the ray package
 RAY_FREE = [
@@ -36,6 +37,7 @@ RAY_FREE = [
     "runs.py",
     "export.py",
     "video.py",
+    "intervals.py",
     "finetune.py",
     "train_task.py",
 ]

@@ -7,6 +7,7 @@ process without a word."""
 from __future__ import annotations
 
 import signal
+import threading
 
 
 class Stopped(KeyboardInterrupt):
@@ -41,8 +42,18 @@ class StopSignals:
         raise Stopped(signum)
 
     def __enter__(self) -> StopSignals:
-        self.previous = {sig: signal.signal(sig, self._stop) for sig in self.SIGNALS}
+        # only the main thread may set handlers: elsewhere (a Ray Tune trial runs its function
+        # in a thread of its actor) the process's owner handles signals, and this does nothing
+        if threading.current_thread() is threading.main_thread():
+            self.previous = {sig: signal.signal(sig, self._stop) for sig in self.SIGNALS}
         return self
+
+    def reinstall(self) -> None:
+        """After `ray.init`, which installs its own SIGTERM handler over ours (it prints a stack
+        and ends the process): ours again, for the rest of the block."""
+        if self.previous and not self.received:
+            for sig in self.SIGNALS:
+                signal.signal(sig, self._stop)
 
     def __exit__(self, *exc) -> None:
         for sig, handler in self.previous.items():

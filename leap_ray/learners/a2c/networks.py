@@ -18,9 +18,6 @@ import math
 import torch
 from torch import nn
 
-ENCODERS = ("mnih2013", "nature", "mlp", "minatar")
-
-
 RELU_GAIN = math.sqrt(2.0)
 TANH_GAIN = 5.0 / 3.0
 POLICY_GAIN = 0.01
@@ -120,16 +117,19 @@ class MLPEncoder(nn.Module):
         return self.dense(self.trunk(obs))
 
 
+ENCODER_BUILDERS = {  # a2c.encoder -> the network for an observation shape
+    "mnih2013": lambda shape: ConvEncoder([(16, 8, 4), (32, 4, 2)], 256, shape),
+    "nature": lambda shape: ConvEncoder([(32, 8, 4), (64, 4, 2), (64, 3, 1)], 512, shape),
+    "mlp": MLPEncoder,
+    # Young & Tian 2019: one 3x3 convolution of 16 channels, fc 128, on 0/1 observations
+    "minatar": lambda shape: ConvEncoder([(16, 3, 1)], 128, shape, input_divisor=1.0),
+}
+
+
 def make_encoder(name: str, obs_shape: tuple[int, ...]) -> nn.Module:
-    if name == "mnih2013":
-        return ConvEncoder([(16, 8, 4), (32, 4, 2)], 256, obs_shape)
-    if name == "nature":
-        return ConvEncoder([(32, 8, 4), (64, 4, 2), (64, 3, 1)], 512, obs_shape)
-    if name == "mlp":
-        return MLPEncoder(obs_shape)
-    if name == "minatar":  # Young & Tian 2019: one 3x3 convolution of 16 channels, fc 128
-        return ConvEncoder([(16, 3, 1)], 128, obs_shape, input_divisor=1.0)
-    raise ValueError(f"encoder must be one of {ENCODERS}, got {name!r}")
+    if name not in ENCODER_BUILDERS:
+        raise ValueError(f"encoder must be one of {tuple(ENCODER_BUILDERS)}, got {name!r}")
+    return ENCODER_BUILDERS[name](obs_shape)
 
 
 class ActorCritic(nn.Module):
