@@ -14,7 +14,7 @@ from leap_ray.cli import main
 from tests.processes import end_tree, run_cli, start_cli, wait_for
 
 BASE = ["sweep", "--config", "configs/minatar_smoke.yaml", "--transfer-steps", "400"]
-BASE += ["--seeds", "1"]
+BASE += ["--seeds", "1", "--set", "meta.meta_steps=1", "--set", "a2c.steps_per_task=1000"]
 
 
 @pytest.mark.parametrize(
