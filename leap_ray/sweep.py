@@ -29,6 +29,9 @@ from leap_ray.errors import RunFailed
 from leap_ray.suites import suite_for, training_games
 
 METRIC = "transfer_auc"
+# a trial's transfer seeds start here: never the seeds 0..S-1 that `evaluate` uses, so a final
+# comparison's seeds are never the sweep's
+SEED_OFFSET = 1000
 
 
 @dataclass(frozen=True)
@@ -160,7 +163,7 @@ def run_trial(params: dict, plan: SweepPlan) -> dict[str, float]:
             train(cfg)
     init = checkpoint_encoder(load_checkpoint(run_dir), str(run_dir))
     method = Method("trial", str(run_dir), init)
-    steps, seeds = plan.transfer_steps, tuple(range(plan.seeds))
+    steps, seeds = plan.transfer_steps, tuple(range(SEED_OFFSET, SEED_OFFSET + plan.seeds))
     evaluation = EvalPlan(cfg, (method,), plan.validation, seeds, steps, run_dir / "validation")
     aucs = transfer_aucs(evaluation, run_jobs(evaluation), "trial")
     values = [value for game in plan.validation for value in aucs[game]]
