@@ -238,7 +238,6 @@ def _sweep(args: argparse.Namespace, argv: list[str]) -> int:
         args.out,
         args.resume,
     )
-    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"  # the sweep's stop contract handles it
     sweep(plan, args.resume, args.address, resume_command(argv, plan.out))
     return 0
 
@@ -289,7 +288,8 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
         cfg = config_from_dict(load_checkpoint(args.resume)["config"], overrides)
     else:
         cfg = load_config(args.config, overrides)
-    check_logdir(cfg)
+    resuming = args.command in ("train", "finetune") and args.resume
+    check_logdir(cfg, names_a_run=not resuming)
     if args.command == "finetune":
         with _local_ray_if_needed(cfg):
             return _finetune(args, cfg, argv)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import math
-import re
 import reprlib
 import typing
 from pathlib import Path
@@ -31,8 +30,6 @@ from pydantic import (
 from leap_ray.errors import ConfigError
 
 MAX_CONFIG_BYTES = 1_000_000  # a config is a page of YAML; larger files are refused unread
-MAX_RUN_NAME = 100  # characters: one path component, well under a file system's 255 bytes
-RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # no separator, no "..", no leading dot
 
 
 def short_repr(value: Any) -> str:
@@ -264,8 +261,9 @@ class LoggingConfig(Section):
     """Where a run writes, and how often."""
 
     logdir: StrictStr = "runs"  # a run writes under logdir/<run name>
-    # one path component under logdir (letters, digits, ".", "_", "-"; at most 100 characters):
-    # a run never writes or locks outside its log directory. Empty: a timestamp
+    # one path component under logdir (letters, digits, ".", "_", "-"; at most 100 characters;
+    # runs.check_run_name, where a run directory is named): a run never writes or locks
+    # outside its log directory. Empty: a timestamp
     run_name: StrictStr = ""
     checkpoint_every: Count = 1  # meta_steps between checkpoints
     log_every: Count = 50  # learner updates between TensorBoard points of a task
@@ -282,17 +280,6 @@ class LoggingConfig(Section):
     init_health: StrictBool = True
     dashboard: StrictBool = True  # start Ray's dashboard with a local Ray
     dashboard_host: StrictStr = "127.0.0.1"  # its bind address: loopback unless you mean it
-
-    @model_validator(mode="after")
-    def _safe_run_name(self) -> LoggingConfig:
-        name = self.run_name
-        if name and (len(name) > MAX_RUN_NAME or not RUN_NAME.fullmatch(name)):
-            raise ValueError(
-                f"logging.run_name: must be one path component of at most {MAX_RUN_NAME} "
-                "letters, digits, '.', '_' or '-' (not starting with '.' or '-'), got "
-                f"{short_repr(name)}"
-            )
-        return self
 
 
 class Config(Section):

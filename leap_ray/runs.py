@@ -6,24 +6,45 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import re
 import socket
 import tempfile
 import time
 from pathlib import Path
 
-from leap_ray.config import Config
+from leap_ray.config import Config, short_repr
 from leap_ray.errors import ConfigError
+
+MAX_RUN_NAME = 100  # characters: one path component, well under a file system's 255 bytes
+RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # no separator, no "..", no leading dot
+
+
+def check_run_name(cfg: Config) -> None:
+    """`logging.run_name` names a new run directory: one safe path component of bounded length.
+    Checked where a run is named, not when a recorded config is read, so runs named before the
+    rule still resume, evaluate and export."""
+    name = cfg.logging.run_name
+    if name and (len(name) > MAX_RUN_NAME or not RUN_NAME.fullmatch(name)):
+        raise ConfigError(
+            f"logging.run_name: must be one path component of at most {MAX_RUN_NAME} "
+            "letters, digits, '.', '_' or '-' (not starting with '.' or '-'), got "
+            f"{short_repr(name)}"
+        )
 
 
 def run_name(cfg: Config, prefix: str = "") -> str:
-    """`logging.run_name`, else the prefix and a timestamp."""
+    """`logging.run_name` (checked), else the prefix and a timestamp."""
+    check_run_name(cfg)
     return cfg.logging.run_name or prefix + time.strftime("%Y%m%d-%H%M%S")
 
 
-def check_logdir(cfg: Config) -> None:
+def check_logdir(cfg: Config, names_a_run: bool = True) -> None:
     """`logging.logdir` is a directory this process can create and write in, checked before
     Ray starts by doing it (as root, `os.access` says yes to nearly everything); what the check
-    created is removed again, so a refused start leaves nothing behind."""
+    created is removed again, so a refused start leaves nothing behind. With `names_a_run`
+    (not a resume: that run is named already) the run name too."""
+    if names_a_run:
+        check_run_name(cfg)
     logdir = Path(cfg.logging.logdir)
     if logdir.exists() and not logdir.is_dir():
         raise ConfigError(f"logging.logdir: {str(logdir)!r} is a file, not a directory")

@@ -13,8 +13,10 @@ Outputs: OUT/sweep.csv and OUT/sweep.md (one row per trial, best first) and OUT/
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import json
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +31,7 @@ from leap_ray.errors import RunFailed
 from leap_ray.suites import suite_for, training_games
 
 METRIC = "transfer_auc"
+SET_BY_THE_SWEEP = ("env.games", "logging.logdir", "logging.run_name")  # not a grid's to sweep
 # a trial's transfer seeds start here: never the seeds 0..S-1 that `evaluate` uses, so a final
 # comparison's seeds are never the sweep's
 SEED_OFFSET = 1000
@@ -53,7 +56,12 @@ def parse_grid(specs: list[str]) -> dict[str, list]:
             raise ConfigError(f"--grid {spec!r}: expected SECTION.FIELD=VALUE1,VALUE2")
         if field in grid:
             raise ConfigError(f"--grid: {field} is given twice")
-        grid[field] = [yaml.safe_load(value) for value in values.split(",")]
+        if field in SET_BY_THE_SWEEP:
+            raise ConfigError(f"--grid: {field} is set by the sweep for each trial")
+        try:
+            grid[field] = [yaml.safe_load(value) for value in values.split(",")]
+        except yaml.YAMLError:
+            raise ConfigError(f"--grid {spec!r}: a value is not valid YAML") from None
     if not grid:
         raise ConfigError("sweep: name at least one --grid SECTION.FIELD=VALUE1,VALUE2")
     return grid
@@ -77,7 +85,7 @@ def trial_config(plan: SweepPlan, params: dict) -> Config:
     overrides = [f"{field}={json.dumps(value)}" for field, value in params.items()]
     overrides += [
         f"env.games={json.dumps(pool)}",
-        f"logging.logdir={plan.out / 'runs'}",
+        f"logging.logdir={json.dumps(str(plan.out / 'runs'))}",
         f"logging.run_name={trial_name(params)}",
         "logging.progress=false",
     ]
@@ -114,9 +122,11 @@ def make_plan(
         )
     if len(set(resolved)) == len(pool):
         raise ConfigError("--validation: leaves no task to meta-train on")
-    plan = SweepPlan(cfg, parse_grid(grid_specs), resolved, transfer_steps, seeds, Path(out))
-    for params in trials(plan):
-        trial_config(plan, params)  # a bad value is one line, now
+    # resolved: Ray Tune takes storage paths as URIs, and trials run in directories of their own
+    plan = SweepPlan(
+        cfg, parse_grid(grid_specs), resolved, transfer_steps, seeds, Path(out).resolve()
+    )
+    plan = dataclasses.replace(plan, grid=validated_grid(plan))
     record = plan.out / "sweep.json"
     if resume:
         if not record.is_file():
@@ -128,6 +138,25 @@ def make_plan(
     elif plan.out.exists() and any(plan.out.iterdir()):
         raise ConfigError(f"--out: {out!r} exists and is not empty; add --resume to continue it")
     return plan
+
+
+def validated_grid(plan: SweepPlan) -> dict[str, list]:
+    """Each grid value as the config reads it (a bad one is one line, now; "1e-3" is 0.001),
+    refusing a value listed twice: two trials of one setting would share one run."""
+    grid = {}
+    for field, values in plan.grid.items():
+        read = []
+        for value in values:
+            node = trial_config(plan, {field: value}).to_dict()
+            for key in field.split("."):
+                node = node[key]
+            if node in read:
+                raise ConfigError(f"--grid: {field} lists {node!r} twice")
+            read.append(node)
+        grid[field] = read
+    for params in trials(dataclasses.replace(plan, grid=grid)):
+        trial_config(plan, params)  # every combination is valid
+    return grid
 
 
 def plan_record(plan: SweepPlan) -> dict:
@@ -166,9 +195,15 @@ def run_trial(params: dict, plan: SweepPlan) -> dict[str, float]:
     steps, seeds = plan.transfer_steps, tuple(range(SEED_OFFSET, SEED_OFFSET + plan.seeds))
     evaluation = EvalPlan(cfg, (method,), plan.validation, seeds, steps, run_dir / "validation")
     aucs = transfer_aucs(evaluation, run_jobs(evaluation), "trial")
-    values = [value for game in plan.validation for value in aucs[game]]
-    metrics = {METRIC: float(np.mean(values)) if values else float("nan")}
-    metrics.update({f"auc/{game}": float(np.mean(aucs[game])) for game in plan.validation})
+    empty = [game for game in plan.validation if not aucs[game]]
+    if empty:  # a trial scored on fewer tasks than another would be ranked on other tasks
+        raise RunFailed(
+            f"validation task {empty[0]} finished no episode in {steps} env_steps; raise "
+            "--transfer-steps (or lower env.num_envs)"
+        )
+    per_task = {game: float(np.mean(aucs[game])) for game in plan.validation}
+    metrics = {METRIC: float(np.mean(list(per_task.values())))}  # each task weighs the same
+    metrics.update({f"auc/{game}": value for game, value in per_task.items()})
     return metrics
 
 
@@ -178,13 +213,17 @@ def _trainable(plan: SweepPlan):
     def trainable(params: dict) -> None:
         tune.report(run_trial(params, plan))
 
-    bundles = [{"CPU": 0}] + [
-        {"CPU": plan.cfg.resources.cpus_per_worker, "GPU": plan.cfg.resources.gpus_per_worker}
-        if plan.cfg.resources.gpus_per_worker
-        else {"CPU": plan.cfg.resources.cpus_per_worker}
-        for _ in range(plan.cfg.resources.num_workers)
-    ]
-    return tune.with_resources(trainable, tune.PlacementGroupFactory(bundles))
+    def reservation(params: dict):
+        """The trial's own resources (a grid may change them): a 0-CPU bundle for the trial's
+        driver and one per task worker, which Tune places its actors in."""
+        res = trial_config(plan, params).resources
+        worker = {
+            "CPU": res.cpus_per_worker,
+            **({"GPU": res.gpus_per_worker} if res.gpus_per_worker else {}),
+        }
+        return tune.PlacementGroupFactory([{"CPU": 0}] + [worker] * res.num_workers)
+
+    return tune.with_resources(trainable, reservation)
 
 
 # -- the sweep ---------------------------------------------------------------------------------
@@ -222,6 +261,7 @@ def _sweep(plan: SweepPlan, resume: bool) -> Path:
 
     from leap_ray.distributed.launch import check_resources
 
+    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"  # SIGINT is the stop contract's (`sweep`)
     check_resources(plan.cfg)
     plan.out.mkdir(parents=True, exist_ok=True)
     (plan.out / "sweep.json").write_text(json.dumps(plan_record(plan), indent=2))

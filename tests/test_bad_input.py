@@ -165,3 +165,14 @@ def test_train_task_seed_shares_the_config_fields_validation(capsys):
     assert main(["train-task", "--config", "configs/smoke.yaml", "--set", "meta.seed=-1",
                  "--game", "Pong", "--steps", "10"]) == 2  # fmt: skip
     assert "meta.seed: must be >= 0, got -1" in capsys.readouterr().err
+
+
+def test_runs_named_before_the_run_name_rule_still_load():
+    """The rule applies where a run is named: a recorded config with an old name still loads
+    (resume, evaluate, export), while naming a new run so is refused."""
+    from leap_ray.config import ConfigError, config_from_dict
+    from leap_ray.runs import check_run_name
+
+    old = config_from_dict({"logging": {"run_name": "lr=0.01 run"}})
+    with pytest.raises(ConfigError, match="logging.run_name: must be one path component"):
+        check_run_name(old)

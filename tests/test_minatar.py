@@ -26,7 +26,7 @@ def test_task_names_variants_and_the_pool():
     assert (
         SUITE.resolve("breakout?ramping=false&sticky=0.25") == "Breakout?sticky=0.25&ramping=false"
     )
-    assert training_games(env()) == ("Asterix", "Freeway?sticky=0.0", "Seaquest?ramping=false")
+    assert training_games(env()) == ("Asterix", "Freeway?sticky=0", "Seaquest?ramping=false")
     assert training_games(env("env.games=[]")) == ("Asterix", "Freeway", "Seaquest")
     with pytest.raises(ConfigError, match="unknown MinAtar game 'Breakot'; did you mean: Breakout"):
         SUITE.resolve("Breakot")
@@ -34,6 +34,8 @@ def test_task_names_variants_and_the_pool():
         SUITE.resolve("Breakout?speed=2")
     with pytest.raises(ConfigError, match="sticky must be in"):
         SUITE.resolve("Breakout?sticky=2")
+    with pytest.raises(ConfigError, match="Seaquest and Seaquest.sticky=0.1 are the same task"):
+        training_games(env("env.games=[Seaquest, 'Seaquest?sticky=0.10']"))  # 0.1 is the default
     with pytest.raises(ConfigError, match="Breakout is held out"):
         training_games(env("env.games=[Asterix, 'Breakout?sticky=0.5']"))
 

@@ -11,7 +11,7 @@ import signal
 import pytest
 
 from leap_ray.cli import main
-from tests.processes import end_tree, run_cli, start_cli, wait_for
+from tests.processes import REPO, end_tree, run_cli, start_cli, wait_for
 
 BASE = ["sweep", "--config", "configs/minatar_smoke.yaml", "--transfer-steps", "400"]
 BASE += ["--seeds", "1", "--set", "meta.meta_steps=1", "--set", "a2c.steps_per_task=1000"]
@@ -75,3 +75,20 @@ def test_a_sweep_stops_resumes_and_reports(tmp_path):
     assert all(math.isfinite(float(r["transfer_auc"])) for r in rows)
     assert "| meta.lr | trial | transfer_auc |" in (out / "sweep.md").read_text()
     assert (out / "sweep.png").stat().st_size > 0
+
+
+def test_a_plan_resolves_its_directory_and_reads_the_grid_as_the_config_does(tmp_path, monkeypatch):
+    from leap_ray.config import ConfigError
+    from leap_ray.sweep import make_plan
+
+    monkeypatch.chdir(tmp_path)  # a relative --out: Ray Tune needs an absolute storage path
+    plan = make_plan(str(REPO / "configs/minatar_smoke.yaml"), [], ["meta.lr=1e-3,0.01"],
+                     ["Seaquest?ramping=false"], 400, 1, "rel/sweep", False)  # fmt: skip
+    assert plan.out == tmp_path / "rel" / "sweep" and plan.grid == {"meta.lr": [0.001, 0.01]}
+    for grid, message in (
+        (["meta.lr=0.001,1e-3"], "meta.lr lists 0.001 twice"),
+        (["env.games=[Asterix]"], "env.games is set by the sweep"),
+    ):
+        with pytest.raises(ConfigError, match=message):
+            make_plan(str(REPO / "configs/minatar_smoke.yaml"), [], grid,
+                      ["Seaquest?ramping=false"], 400, 1, "x", False)  # fmt: skip

@@ -88,11 +88,13 @@ def _game(base: str) -> str:
 
 
 def canonical(name: str, cfg: EnvConfig) -> str:
-    """The name with the game spelled as here and only the variant keys it sets, in order."""
+    """The name with the game spelled as here and only the variant keys it sets, in order,
+    their values written one way ("sticky=0.10" is "sticky=0.1")."""
     base, _, query = name.partition("?")
-    parse_task(name, cfg)  # checks every key and value
-    given = dict(item.partition("=")[::2] for item in filter(None, query.split("&")))
-    keys = [f"{key}={given[key]}" for key in VARIANT_KEYS if key in given]
+    _, sticky, ramping = parse_task(name, cfg)  # checks every key and value
+    given = {item.partition("=")[0] for item in filter(None, query.split("&"))}
+    values = {"sticky": f"{sticky:g}", "ramping": "true" if ramping else "false"}
+    keys = [f"{key}={values[key]}" for key in VARIANT_KEYS if key in given]
     return _game(base) + ("?" + "&".join(keys) if keys else "")
 
 
@@ -106,8 +108,8 @@ class MinAtarGroup:
             make(GAMES[game], sticky_action_prob=sticky, difficulty_ramping=ramping)
             for _ in range(num_envs)
         ]
-        for i, env in enumerate(self.envs):
-            env.seed(seed + i)
+        for i, env in enumerate(self.envs):  # independent streams: seed s + 1 shares none of s's
+            env.seed(int(np.random.SeedSequence([seed, i]).generate_state(1)[0]))
         self.num_envs = num_envs
         self.limit = cfg.max_episode_frames
         self.steps = np.zeros(num_envs, dtype=np.int64)  # [N] steps into the episode
@@ -180,6 +182,12 @@ class MinAtarSuite:
         leaked = sorted({parse_task(g, cfg)[0] for g in games} & held_out)
         if leaked:
             raise ConfigError(f"env.games: {', '.join(leaked)} is held out (env.held_out)")
+        seen: dict[tuple, str] = {}
+        for game in games:  # "Seaquest" is "Seaquest?sticky=0.1" when that is the default
+            task = parse_task(game, cfg)
+            if task in seen:
+                raise ConfigError(f"env.games: {seen[task]} and {game} are the same task")
+            seen[task] = game
         if not games:
             raise ConfigError("env.games: every MinAtar game is held out")
         return games
