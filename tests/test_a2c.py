@@ -250,24 +250,19 @@ def test_unknown_game_suggests_close_matches():
         make_learner(atari_config(), "Pongg", seed=0)
 
 
+def cartpole_config(*overrides: str):
+    """One CartPole-v1 task, 4 environments, the MLP encoder."""
+    base = ["env.suite=gym", "env.games=[CartPole-v1]", "env.held_out=[]", "env.num_envs=4"]
+    return load_config(None, [*base, "a2c.encoder=mlp", *overrides])
+
+
 @pytest.mark.parametrize("measure", [True, False])
 def test_logging_measure_paths_switches_the_path_diagnostic(measure):
     """`logging.measure_paths`: the path's length, energy and distance in the task's summary
     and its logged rows, or none of them (and the same learning otherwise)."""
     from leap_ray.learners import learner_for
 
-    cfg = load_config(
-        None,
-        [
-            "env.suite=gym",
-            "env.games=[CartPole-v1]",
-            "env.held_out=[]",
-            "env.num_envs=4",
-            "a2c.encoder=mlp",
-            "logging.log_every=5",
-            f"logging.measure_paths={str(measure).lower()}",
-        ],
-    )
+    cfg = cartpole_config("logging.log_every=5", f"logging.measure_paths={str(measure).lower()}")
     rows: list[dict] = []
     summary, _ = learner_for(cfg).run_transfer_task(
         cfg, "CartPole-v1", 0, 400, None, lambda _, r: rows.append(r)
@@ -284,18 +279,7 @@ def test_logging_measure_paths_switches_the_path_diagnostic(measure):
 def test_meta_loss_gradient_chooses_the_raw_or_the_clipped_task_gradient(choice):
     """meta.loss_gradient: the loss term multiplies g_i before the learner's clipping (raw) or
     the clipped g_i the learner steps with."""
-    cfg = load_config(
-        None,
-        [
-            "env.suite=gym",
-            "env.games=[CartPole-v1]",
-            "env.held_out=[]",
-            "env.num_envs=4",
-            "a2c.encoder=mlp",
-            "a2c.max_grad_norm=0.01",
-            f"meta.loss_gradient={choice}",
-        ],
-    )
+    cfg = cartpole_config("a2c.max_grad_norm=0.01", f"meta.loss_gradient={choice}")
     learner = make_learner(cfg, "CartPole-v1", seed=0)
     seen = []
     update = learner.meta_learner.update
