@@ -226,7 +226,7 @@ def resume_command(argv: list[str], out) -> str:
 def _sweep(args: argparse.Namespace, argv: list[str]) -> int:
     from leap_ray.sweep import make_plan, sweep
 
-    overrides = list(args.set) + ([f"logging.logdir={args.logdir}"] if args.logdir else [])
+    overrides = _overrides(args)
     validation = [g.strip() for g in args.validation.split(",") if g.strip()]
     plan = make_plan(
         args.config,
@@ -240,6 +240,11 @@ def _sweep(args: argparse.Namespace, argv: list[str]) -> int:
     )
     sweep(plan, args.resume, args.address, resume_command(argv, plan.out))
     return 0
+
+
+def _overrides(args: argparse.Namespace) -> list[str]:
+    """--set, and --logdir as the logging.logdir it stands for."""
+    return list(args.set) + ([f"logging.logdir={args.logdir}"] if args.logdir else [])
 
 
 def _joins_a_cluster(args: argparse.Namespace) -> bool:
@@ -277,7 +282,7 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
 
         export(args.run, args.out, args.meta_step)
         return 0
-    overrides = list(args.set) + ([f"logging.logdir={args.logdir}"] if args.logdir else [])
+    overrides = _overrides(args)
     if args.command == "train-task" and args.seed is not None:
         overrides.append(f"meta.seed={args.seed}")  # validated as the config field it sets
     if args.command == "train" and not args.resume and not args.config:

@@ -316,26 +316,28 @@ def _tag(game: str) -> str:
     return game.replace("/", "_")
 
 
+def binned_curves(plan: EvalPlan, results: dict[EvalJob, dict]) -> tuple[np.ndarray, dict]:
+    """The bins' centres and game -> method -> seed -> binned return curve of every run."""
+    edges = curves.bin_edges(plan.steps)
+    by_game = {g: {m.name: {} for m in plan.methods} for g in plan.games}
+    for job, result in results.items():
+        steps, returns = [e[0] for e in result["episodes"]], [e[1] for e in result["episodes"]]
+        by_game[job.game][job.method][job.seed] = curves.bin_curve(steps, returns, edges)
+    return curves.bin_centers(edges), by_game
+
+
 def transfer_aucs(plan: EvalPlan, results: dict[EvalJob, dict], method: str) -> dict:
     """game -> the AUC of each seed's binned return curve (`curves.auc`) of `method`; a seed
     that finished no episode has none."""
-    edges = curves.bin_edges(plan.steps)
-    x = curves.bin_centers(edges)
-    found: dict[str, list[float]] = {game: [] for game in plan.games}
-    for job, result in results.items():
-        if job.method != method:
-            continue
-        steps = [e[0] for e in result["episodes"]]
-        curve = curves.bin_curve(steps, [e[1] for e in result["episodes"]], edges)
-        if not np.isnan(curve).any():
-            found[job.game].append(curves.auc(x, curve))
-    return found
+    x, by_game = binned_curves(plan, results)
+    return {
+        game: [curves.auc(x, c) for c in by_method[method].values() if not np.isnan(c).any()]
+        for game, by_method in by_game.items()
+    }
 
 
 def write_outputs(plan: EvalPlan, results: dict[EvalJob, dict], logger: RunLogger) -> None:
-    edges = curves.bin_edges(plan.steps)
-    x = curves.bin_centers(edges)
-    by_game = {g: {m.name: {} for m in plan.methods} for g in plan.games}
+    x, by_game = binned_curves(plan, results)
     with open(plan.out / "curves.csv", "w", newline="") as f:
         rows = csv.writer(f)
         rows.writerow(["method", "game", "seed", "env_step", "episode_return"])
@@ -346,18 +348,15 @@ def write_outputs(plan: EvalPlan, results: dict[EvalJob, dict], logger: RunLogge
             for env_step, episode_return, _ in episodes:
                 rows.writerow([job.method, job.game, job.seed, env_step, episode_return])
             logger.rows((tag, step, value) for step, value, _ in episodes)
-            steps, returns = [e[0] for e in episodes], [e[1] for e in episodes]
-            by_game[job.game][job.method][job.seed] = curves.bin_curve(steps, returns, edges)
+            if results[job].get("video"):
+                gif = (plan.out / results[job]["video"]).read_bytes()
+                logger.image(f"eval/{_tag(job.game)}/{job.method}/video", gif_summary("", gif), 0)
     for game, by_method in by_game.items():
         for method, by_seed in by_method.items():
             finished = [c for c in by_seed.values() if not np.isnan(c).any()]
             tag = f"eval/{_tag(game)}/{method}/mean_episode_return"
             means = np.mean(finished, axis=0) if finished else ()
             logger.rows((tag, int(step), value) for step, value in zip(x, means, strict=False))
-    for job in sorted(results, key=order.__getitem__):
-        if results[job].get("video"):
-            gif = (plan.out / results[job]["video"]).read_bytes()
-            logger.image(f"eval/{_tag(job.game)}/{job.method}/video", gif_summary("", gif), 0)
     curves.transfer_figure(x, by_game).savefig(plan.out / "transfer.png", dpi=100)
     (plan.out / "summary.md").write_text(summary_text(plan, x, by_game))
 
@@ -394,9 +393,7 @@ def evaluate(
         try:
             return _evaluate(plan, address, command, stop)
         except KeyboardInterrupt:
-            done = (
-                len(list((plan.out / "runs").glob("*.json"))) if (plan.out / "runs").is_dir() else 0
-            )
+            done = len(list((plan.out / "runs").glob("*.json")))  # none yet: no folder, 0
             again = resume_command or "the same evaluate command with --out and --resume"
             print(
                 f"\nstopped by {signal_name(stop.signum)}: {done} of {len(jobs(plan))} runs "
