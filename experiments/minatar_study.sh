@@ -92,44 +92,6 @@ print(" ".join(f"--set {k}={v}" for k, v in best.items() if "." in k and not k.s
 PY
 }
 
-# stage NAME COMMAND...: runs COMMAND unless OUT/NAME.done exists; logs its wall time.
-stage() {
-    local name=$1 start
-    shift
-    if [[ -e "$OUT/$name.done" ]]; then
-        echo "stage $name: done before, skipped"
-        return
-    fi
-    start=$(date +%s)
-    echo "stage $name: started $(date -Is)" | tee -a "$OUT/stages.log"
-    "$@"
-    echo "stage $name: finished $(date -Is), $(( $(date +%s) - start )) s" | tee -a "$OUT/stages.log"
-    touch "$OUT/$name.done"
-}
-
-# train_stage RUN_NAME [--set ...]: a meta-training run, continued from its checkpoint if any.
-train_stage() {
-    local name=$1 dir="$OUT/$1"
-    shift
-    if compgen -G "$dir/checkpoints/checkpoint-*.pt" > /dev/null; then
-        "$PY" -m leap_ray train "${COMMON[@]}" "$@" --resume "$dir"
-        return
-    fi
-    if [[ -e "$dir" ]]; then  # stopped before its first checkpoint: nothing to continue
-        mv "$dir" "$dir.incomplete-$(date +%s)"
-    fi
-    "$PY" -m leap_ray train "${COMMON[@]}" "$@" --set logging.run_name="$name"
-}
-
-# resumable DIR COMMAND...: COMMAND, plus --resume when DIR holds a stopped run of it.
-resumable() {
-    local dir=$1
-    shift
-    if [[ -e "$dir" ]]; then
-        "$@" --resume
-    else
-        "$@"
-    fi
-}
+source "$(dirname "${BASH_SOURCE[0]}")/stages.sh"
 
 main "$@"
