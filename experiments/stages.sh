@@ -1,12 +1,19 @@
 # Shared by the staged experiment scripts (sourced, not run): `stage`, `train_stage` and
 # `resumable`. They read OUT, PY and COMMON from the script that sources them.
 
-# stage NAME COMMAND...: runs COMMAND unless OUT/NAME.done exists; logs its wall time.
+# stage NAME COMMAND...: runs COMMAND unless OUT/NAME.done exists, or STAGES (names separated
+# by spaces) is set and does not name it; logs its wall time. STAGES runs independent stages
+# side by side on a machine with cores to spare, e.g. a finetune stage (one process) beside a
+# meta-training one; a stage that reads another's output still needs that one finished first.
 stage() {
     local name=$1 start
     shift
     if [[ -e "$OUT/$name.done" ]]; then
         echo "stage $name: done before, skipped"
+        return
+    fi
+    if [[ -n "${STAGES:-}" && " $STAGES " != *" $name "* ]]; then
+        echo "stage $name: not in STAGES, skipped"
         return
     fi
     start=$(date +%s)
