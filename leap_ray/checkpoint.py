@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from leap_ray.config import Config
-from leap_ray.errors import CheckpointError
+from leap_ray.errors import CheckpointError, ConfigError
 from leap_ray.meta import MetaInitialization, check_meta_state
 
 PATTERN = re.compile(r"^checkpoint-(\d{6})\.pt$")
@@ -132,6 +132,26 @@ def list_checkpoints(run_dir: str | Path) -> list[Path]:
     if not folder.is_dir():
         return []
     return sorted(p for p in folder.iterdir() if PATTERN.match(p.name))
+
+
+def pick_checkpoint(run_dir: str | Path, meta_step: int | None, command: str) -> Path:
+    """The run's newest checkpoint, or the one of `meta_step`; one-line errors that name
+    `command` otherwise."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise ConfigError(f"{command}: {str(run_dir)!r} is not a run directory")
+    found = list_checkpoints(run_dir)
+    if not found:
+        raise ConfigError(f"{command}: {str(run_dir)!r} holds no checkpoint")
+    if meta_step is None:
+        return found[-1]
+    path = checkpoint_dir(run_dir) / f"checkpoint-{meta_step:06d}.pt"
+    if path not in found:
+        kept = ", ".join(str(int(p.stem.split("-")[1])) for p in found)
+        raise ConfigError(
+            f"{command}: {str(run_dir)!r} has no checkpoint of meta_step {meta_step} (kept: {kept})"
+        )
+    return path
 
 
 def load_checkpoint(path: str | Path) -> dict:

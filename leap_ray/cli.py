@@ -92,6 +92,15 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("run", metavar="RUN_DIR", help="a meta-training or finetuning run")
     export.add_argument("--meta-step", type=int, help="a kept checkpoint (default: the newest)")
     export.add_argument("--out", required=True, help="the .safetensors file to write")
+    perturb = sub.add_parser(
+        "perturb",
+        help="the 'moved, not meta-learned' control: theta_0 plus a random change as long as "
+        "the run's, per parameter tensor (no Ray)",
+    )
+    perturb.add_argument("run", metavar="RUN_DIR", help="a meta-training or finetuning run")
+    perturb.add_argument("--meta-step", type=int, help="a kept checkpoint (default: the newest)")
+    perturb.add_argument("--seed", type=int, default=0, help="of the random directions")
+    perturb.add_argument("--out", required=True, help="the control's run directory (new)")
     return parser
 
 
@@ -281,6 +290,11 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
         from leap_ray.export import export
 
         export(args.run, args.out, args.meta_step)
+        return 0
+    if args.command == "perturb":
+        from leap_ray.controls import perturb
+
+        perturb(args.run, args.out, args.meta_step, args.seed)
         return 0
     overrides = _overrides(args)
     if args.command == "train-task" and args.seed is not None:

@@ -220,11 +220,18 @@ class MetaConfig(Section):
 
     algorithm: Literal["leap", "reptile"] = "leap"
     metric: Literal["energy", "length"] = "energy"  # energy: the paper's Atari choice
-    loss_term: StrictBool = True  # off by default for learner rllib_ppo (Config)
+    # With the energy metric and the loss term off, Leap is Reptile exactly (the d_theta sum
+    # telescopes). Measured (EXPERIMENTS.md): A2C on Atari, the loss term is >= 95% of the
+    # meta-gradient's squared norm and swings 520-fold with the batches; A2C on MinAtar, 1e-5 of
+    # it (experiments/results/minatar/terms.md); the MinAtar sweep could not tell on from off.
+    # No measurement favours either, so A2C keeps the paper's; off for rllib_ppo (Config), where
+    # it changed nothing measurable and PPO re-bases its loss every epoch.
+    loss_term: StrictBool = True
     stabilizer: StrictBool = True
-    # Options for noisy RL losses (leap_ray/meta/leap.py). Defaults are the paper's Leap, kept
-    # until the sweep measures better ones. loss_scale: lambda of the manifold (theta, lambda*l),
-    # which weighs the loss term by lambda^2 against the path (1: eq. 3 as written)
+    # Options for noisy RL losses (leap_ray/meta/leap.py). Each default leaves eq. 3 as the paper
+    # writes it: none has been swept yet, so none has a measured reason to change it.
+    # loss_scale: lambda of the manifold (theta, lambda*l), which weighs the loss term by
+    # lambda^2 against the path (1: eq. 3 as written)
     loss_scale: PositiveFloat = 1.0
     # beta of the exponential moving average of batch losses the manifold uses (0: the batch
     # loss): consecutive A2C/PPO losses are of different batches, their difference mostly noise
@@ -236,6 +243,7 @@ class MetaConfig(Section):
     # single task (one loss jump) can dominate a meta_step (0: no bound)
     max_task_norm: NonNegativeFloat = 0.0
     optimizer: Literal["adam", "sgd"] = "adam"  # over the initialization
+    # the paper's Adam 0.01; configs/minatar.yaml takes its sweep's 0.003 (EXPERIMENTS.md)
     lr: PositiveFloat = 0.01
     meta_batch_size: Count = 16  # tasks per meta_step (sync) (paper: 16)
     meta_steps: Count = 100

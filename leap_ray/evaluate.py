@@ -378,7 +378,41 @@ def summary_text(plan: EvalPlan, x: np.ndarray, by_game: dict) -> str:
     suite = suite_for(plan.cfg.env)
     max_returns = {game: suite.max_return(game) for game in by_game}
     text = curves.summary_markdown(header, x, by_game, max_returns, trained_on)
-    return text + "\n" + "\n".join(interval_section(x, by_game, RANDOM))
+    sections = interval_section(x, by_game, RANDOM) + health_section(plan)
+    return text + "\n" + "\n".join(sections)
+
+
+def health_section(plan: EvalPlan) -> list[str]:
+    """Markdown lines: each initialization's dead and always-on encoder units on fixed frames
+    of random play on the evaluated games (the driver's `meta/init_*_units`), the control that
+    tells an encoder that lost its units from one that learned features; `random` is the mean
+    over the seeds' own encoders. None where the learner does not measure it."""
+    learner = learner_for(plan.cfg)
+    probe = learner.probe_observations(plan.cfg, plan.games)
+    if probe is None:
+        return []
+    rows = []
+    for method in plan.methods:
+        inits = (
+            [method.init]
+            if method.init is not None
+            else [learner.new_encoder(plan.cfg, plan.games[0], seed) for seed in plan.seeds]
+        )  # the encoder each seed's learner draws (make_learner seeds torch with it)
+        readings = [learner.unit_activity(plan.cfg, init, probe) for init in inits]
+        dead = np.mean([r["meta/init_dead_units"] for r in readings])
+        always = np.mean([r["meta/init_always_on_units"] for r in readings])
+        rows.append(
+            {"method": method.name, "dead units": f"{dead:.1%}", "always-on units": f"{always:.1%}"}
+        )
+    return [
+        "## Initialization health",
+        "",
+        f"Encoder output units on {len(probe)} frames of random play on "
+        f"{', '.join(plan.games)} that never fire (dead) or always fire (always-on).",
+        "",
+        curves.markdown_table(rows),
+        "",
+    ]
 
 
 def evaluate(

@@ -16,11 +16,10 @@ import torch
 
 from leap_ray.checkpoint import (
     FINETUNE,
-    checkpoint_dir,
     checkpoint_encoder,
     init_digest,
-    list_checkpoints,
     load_checkpoint,
+    pick_checkpoint,
 )
 from leap_ray.config import config_from_dict
 from leap_ray.errors import ConfigError
@@ -29,25 +28,6 @@ from leap_ray.logger import git_sha
 from leap_ray.suites import suite_for, training_games
 
 FORMAT = "leap-ray-encoder/1"
-
-
-def pick_checkpoint(run_dir: str | Path, meta_step: int | None) -> Path:
-    """The run's newest checkpoint, or the one of `meta_step` (one-line errors otherwise)."""
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise ConfigError(f"export: {str(run_dir)!r} is not a run directory")
-    found = list_checkpoints(run_dir)
-    if not found:
-        raise ConfigError(f"export: {str(run_dir)!r} holds no checkpoint")
-    if meta_step is None:
-        return found[-1]
-    path = checkpoint_dir(run_dir) / f"checkpoint-{meta_step:06d}.pt"
-    if path not in found:
-        kept = ", ".join(str(int(p.stem.split("-")[1])) for p in found)
-        raise ConfigError(
-            f"export: {str(run_dir)!r} has no checkpoint of meta_step {meta_step} (kept: {kept})"
-        )
-    return path
 
 
 def export_metadata(state: dict, run_dir: Path, init: dict[str, np.ndarray]) -> dict[str, str]:
@@ -88,7 +68,7 @@ def export(run_dir: str | Path, out: str | Path, meta_step: int | None = None) -
         raise ConfigError(f"--out: {str(out)!r} exists; name a new file")
     if not out.parent.is_dir():
         raise ConfigError(f"--out: the folder {str(out.parent)!r} does not exist")
-    path = pick_checkpoint(run_dir, meta_step)
+    path = pick_checkpoint(run_dir, meta_step, "export")
     state = load_checkpoint(path)
     init = checkpoint_encoder(state, str(path))
     tensors = {name: torch.from_numpy(np.ascontiguousarray(value)) for name, value in init.items()}

@@ -36,6 +36,7 @@ RAY_FREE = [
     "tasks.py",
     "runs.py",
     "export.py",
+    "controls.py",
     "video.py",
     "intervals.py",
     "finetune.py",

@@ -5,11 +5,12 @@ finetuning end to end through the same workers, server and checkpoints as Atari.
 import numpy as np
 import pytest
 
-from leap_ray.checkpoint import load_checkpoint
+from leap_ray.checkpoint import checkpoint_encoder, load_checkpoint
 from leap_ray.cli import main
 from leap_ray.config import ConfigError, load_config
 from leap_ray.driver import train
-from leap_ray.learners import initial_encoder
+from leap_ray.learners import initial_encoder, learner_for
+from leap_ray.learners.a2c import make_learner
 from leap_ray.suites import SUITES, training_games
 from leap_ray.suites.minatar import MinAtarGroup
 
@@ -92,16 +93,29 @@ def test_meta_training_evaluation_and_finetuning_end_to_end(tmp_path):
     moved = state["meta_init"]["init"]
     assert set(moved) == {"convs.0.weight", "convs.0.bias", "fc.weight", "fc.bias"}
     assert any(not np.allclose(moved[n].numpy(), theta_0[n]) for n in moved)
+    control = tmp_path / "perturbed"
+    assert main(["perturb", str(run_dir), "--out", str(control)]) == 0
     out = tmp_path / "eval"
     args = ["evaluate", "--init", str(run_dir), "--baseline", "random", "--steps", "400"]
+    args += ["--baseline", f"perturbed:{control}"]
     assert main([*args, "--seeds", "1", "--video", "--out", str(out)]) == 0
-    assert (out / "summary.md").is_file()
     assert sorted(p.name for p in (out / "videos").iterdir()) == [
-        "leap--Breakout.gif",
-        "leap--SpaceInvaders.gif",
-        "random--Breakout.gif",
-        "random--SpaceInvaders.gif",
+        f"{method}--{game}.gif"
+        for method in ("leap", "perturbed", "random")
+        for game in ("Breakout", "SpaceInvaders")
     ]
+    # the health of each initialization; random's is that of the encoder seed 0's learner drew
+    health = (out / "summary.md").read_text().split("## Initialization health")[1]
+    learner = make_learner(cfg, "Breakout", 0, meta=False)
+    learner.envs.close()
+    drawn = {n: p.detach().numpy() for n, p in learner.model.encoder.named_parameters()}
+    a2c = learner_for(cfg)
+    probe = a2c.probe_observations(cfg, ("Breakout", "SpaceInvaders"))
+    for method, init in (("random", drawn), ("leap", checkpoint_encoder(state))):
+        reading = a2c.unit_activity(cfg, init, probe)
+        dead, on = reading["meta/init_dead_units"], reading["meta/init_always_on_units"]
+        assert f"| {method} | {dead:.1%} | {on:.1%} |" in health, health
+    assert "| perturbed |" in health
     ft = ["finetune", "--config", SMOKE, "--steps-per-game", "400", "--out", str(tmp_path / "ft")]
     assert main(ft) == 0
     assert load_checkpoint(tmp_path / "ft")["progress"]["games_done"] == 3

@@ -1,0 +1,77 @@
+"""How much of Leap's meta-gradient is the loss term, read from runs' `tasks.jsonl` (each task's
+`meta/path_term_norm`, `meta/loss_term_norm` and `meta/term_cosine`, issue 23's diagnostics).
+
+    python experiments/term_norms.py RUN_DIR [RUN_DIR ...] [--markdown FILE]
+
+Per run: the tasks that recorded terms, the medians of both norms and of their ratio, the loss
+term's median share of the squared norm of the task's meta-gradient
+(|l|^2 / |p + l|^2, from the norms and the cosine), its largest share, and the median cosine.
+A run with the loss term off records no loss norm: 0 here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+COLUMNS = (
+    "run",
+    "tasks",
+    "path term (median)",
+    "loss term (median)",
+    "loss / path (median)",
+    "loss share of the squared norm (median)",
+    "loss share (max)",
+    "cosine (median)",
+)
+
+
+def run_row(run_dir: Path) -> list[str]:
+    path_norms, loss_norms, cosines = [], [], []
+    for line in (run_dir / "tasks.jsonl").read_text().splitlines():
+        terms = json.loads(line).get("terms") or {}
+        if "meta/path_term_norm" in terms:
+            path_norms.append(terms["meta/path_term_norm"])
+            loss_norms.append(terms.get("meta/loss_term_norm", 0.0))  # absent: loss term off
+            cosines.append(terms.get("meta/term_cosine", 0.0))
+    if not path_norms:
+        return [run_dir.name, "0", *("n/a",) * (len(COLUMNS) - 2)]
+    p, q, c = np.array(path_norms), np.array(loss_norms), np.nan_to_num(np.array(cosines))
+    total = p**2 + q**2 + 2 * c * p * q  # |p + l|^2
+    share = np.divide(q**2, total, out=np.zeros_like(total), where=total > 0)
+    return [
+        run_dir.name,
+        str(len(p)),
+        f"{np.median(p):.3g}",
+        f"{np.median(q):.3g}",
+        f"{np.median(np.divide(q, p, out=np.zeros_like(p), where=p > 0)):.3g}",
+        f"{np.median(share):.2g}",
+        f"{share.max():.2g}",
+        f"{np.median(c):.2f}",
+    ]
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("runs", nargs="+", type=Path)
+    parser.add_argument("--markdown", type=Path, help="also write the table to this file")
+    args = parser.parse_args(argv)
+    missing = [str(r) for r in args.runs if not (r / "tasks.jsonl").is_file()]
+    if missing:
+        parser.error(f"no tasks.jsonl in {', '.join(missing)}")
+    rows = [run_row(r) for r in args.runs]
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + " --- |" * len(COLUMNS)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    text = "\n".join(lines) + "\n"
+    print(text, end="")
+    if args.markdown:
+        args.markdown.write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
