@@ -5,6 +5,7 @@
 #   2-4. meta-training at the chosen settings (leap), at the paper's (leap-paper), and Reptile,
 #        with meta.seed 1 (never the sweep's) and every checkpoint kept (a quarter, a half, all)
 #   5. finetune  multi-task finetuning with the same env_step budget
+#   perturbed    the control: theta_0 moved as far as Leap moved each tensor, randomly (seconds)
 #   6. eval      10 paired seeds on the held-out Breakout and SpaceInvaders, with videos
 #   7. eval-quarter, eval-half: the chosen Leap at a quarter and a half of meta-training
 #
@@ -12,6 +13,7 @@
 #   QUICK=1 experiments/minatar_study.sh    # the same commands at toy scale (minutes)
 #
 # Finished stages are skipped (OUT/<stage>.done); OUT/stages.log has each stage's wall time.
+# STAGES="finetune" runs only the stages it names (experiments/stages.sh).
 # OUT defaults to ~/leap-ray-runs/minatar-study (outside the checkout, where a later resume on
 # the same machine finds it). Needs pip install minatar (GPL-3.0, an optional extra).
 set -euo pipefail
@@ -56,9 +58,11 @@ main() {
     stage reptile train_stage reptile "${FINAL[@]}" "${CHOSEN[@]}" --set meta.algorithm=reptile
     stage finetune resumable "$OUT/finetune" "$PY" -m leap_ray finetune "${COMMON[@]}" \
         "${FINAL[@]}" --steps-per-game "$FINETUNE_STEPS" --out "$OUT/finetune"
+    stage perturbed "$PY" -m leap_ray perturb "$OUT/leap" --seed 0 --out "$OUT/leap-perturbed"
     stage eval resumable "$OUT/eval" "$PY" -m leap_ray evaluate --init "leap:$OUT/leap" \
         --baseline "leap-paper:$OUT/leap-paper" --baseline "reptile:$OUT/reptile" \
-        --baseline "finetune:$OUT/finetune" --baseline random --steps "$EVAL_STEPS" \
+        --baseline "finetune:$OUT/finetune" --baseline "perturbed:$OUT/leap-perturbed" \
+        --baseline random --steps "$EVAL_STEPS" \
         --seeds "$SEEDS" --video --out "$OUT/eval"
     local steps at
     steps=$("$PY" -c "import json, sys; print(json.load(open(sys.argv[1]))['config']['meta']['meta_steps'])" "$OUT/leap/meta.json")
