@@ -57,12 +57,13 @@ def task_rows(run: Path, batch: int) -> list[dict]:
     ]
 
 
-def meta_scalars(run: Path) -> dict[str, dict[int, float]]:
+def meta_scalars(run: Path, tags=META_TAGS) -> dict[str, dict[int, float]]:
+    """tag -> meta_step -> value of the run's TensorBoard scalars named in `tags`."""
     values: dict[str, dict[int, float]] = defaultdict(dict)
     for path in sorted(run.glob("events.out.tfevents.*")):
         for event in LegacyEventFileLoader(str(path)).Load():
             for value in event.summary.value:
-                if value.tag in META_TAGS and value.HasField("simple_value"):
+                if value.tag in tags and value.HasField("simple_value"):
                     values[value.tag][event.step] = value.simple_value
     return values
 

@@ -32,6 +32,7 @@ main() {
         EVAL_STEPS=2000
         SEEDS=2
         TRANSFER_STEPS=2000
+        RESULTS=$OUT/results        # toy numbers stay out of the checkout
     else
         OUT=${OUT:-$HOME/leap-ray-runs/minatar-study}
         SCALE=()                    # the config: 40 meta_steps x 8 tasks x 250,000 = 80M
@@ -40,6 +41,7 @@ main() {
         EVAL_STEPS=250000           # the transfer budget of the decision rules
         SEEDS=10
         TRANSFER_STEPS=250000
+        RESULTS=experiments/results/minatar
     fi
     mkdir -p "$OUT"
     COMMON=(--config "$CFG" --set logging.logdir="$OUT" "${SCALE[@]}")
@@ -72,6 +74,11 @@ main() {
             --init "leap-$part:$OUT/leap/checkpoints/$(printf 'checkpoint-%06d.pt' "$at")" \
             --baseline random --steps "$EVAL_STEPS" --seeds "$SEEDS" --out "$OUT/eval-$part"
     done
+    if [[ -z "${STAGES:-}" ]]; then  # every stage has run: the record
+        "$PY" experiments/study_report.py "$OUT" --methods leap leap-paper reptile \
+            --evals eval eval-quarter eval-half --title "MinAtar study" \
+            --results "$RESULTS"
+    fi
 }
 
 # The pool's tasks less the validation task (a YAML list for --set env.games=...).

@@ -1,0 +1,114 @@
+"""A staged study's record (experiments/minatar_study.sh writes OUT; this reads it): the
+meta-training diagnostics of each method per meta_step, the loss term's share of the
+meta-gradient, and the transfer evaluations' summaries.
+
+    .venv/bin/python experiments/study_report.py ~/leap-ray-runs/minatar-study \
+        --methods leap leap-paper reptile --evals eval eval-quarter eval-half \
+        --results experiments/results/minatar --title "MinAtar study"
+
+Writes to DIR: `meta_training.csv` and `meta_training.png` (per method and meta_step: the
+initialization's dead and always-on encoder units on held-out frames, its change per meta_step,
+the meta-gradient norm and the mean task path length), `terms.md` (experiments/term_norms.py),
+`summary.md` (the meta-training table, the stages' wall times), and for each evaluation E
+`E.md`, `E-transfer.png` and `E-curves.csv`; `stages.log` is copied.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import shutil
+import sys
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+from atari_report import meta_scalars  # noqa: E402
+from term_norms import main as term_norms  # noqa: E402
+
+COLUMNS = {  # TensorBoard tag -> column name
+    "meta/init_dead_units": "dead_units",
+    "meta/init_always_on_units": "always_on_units",
+    "meta/init_change": "init_change",
+    "meta/gradient_norm": "meta_gradient_norm",
+    "meta/task_path_length": "task_path_length",
+}
+
+
+def cell(column: str, value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.1%}" if column.endswith("_units") else f"{value:.4g}"
+
+
+def figure(scalars: dict[str, dict[str, dict[int, float]]]) -> plt.Figure:
+    fig, axes = plt.subplots(1, len(COLUMNS), figsize=(4 * len(COLUMNS), 3.6))
+    for ax, (tag, column) in zip(axes, COLUMNS.items(), strict=True):
+        for i, (method, values) in enumerate(scalars.items()):
+            series = values.get(tag, {})
+            steps = sorted(series)
+            ax.plot(steps, [series[s] for s in steps], color=f"C{i}", lw=1.8, label=method)
+        ax.set(title=column.replace("_", " "), xlabel="meta_step")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("out", type=Path, help="the study's folder (its script's OUT)")
+    parser.add_argument("--methods", nargs="+", required=True, help="meta-training runs in OUT")
+    parser.add_argument("--evals", nargs="+", default=["eval"], help="evaluations in OUT")
+    parser.add_argument("--results", type=Path, required=True)
+    parser.add_argument("--title", default="Study")
+    parser.add_argument("--every", type=int, default=5, help="meta_steps between table rows")
+    args = parser.parse_args(argv)
+    runs = [args.out / m for m in args.methods]
+    missing = [str(p) for p in runs + [args.out / e for e in args.evals] if not p.is_dir()]
+    if missing:
+        print(f"error: {', '.join(missing)} missing: run the study first", file=sys.stderr)
+        return 2
+    args.results.mkdir(parents=True, exist_ok=True)
+    scalars = {m: meta_scalars(args.out / m, tuple(COLUMNS)) for m in args.methods}
+    figure(scalars).savefig(args.results / "meta_training.png", dpi=100)
+    table = []
+    for method, values in scalars.items():
+        steps = sorted({s for series in values.values() for s in series})
+        for step in steps:
+            row = {"method": method, "meta_step": step}
+            row.update({c: values.get(t, {}).get(step) for t, c in COLUMNS.items()})
+            table.append(row)
+    with open(args.results / "meta_training.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["method", "meta_step", *COLUMNS.values()])
+        writer.writeheader()
+        writer.writerows(table)
+    term_norms([*map(str, runs), "--markdown", str(args.results / "terms.md")])
+    last = {m: max((r["meta_step"] for r in table if r["method"] == m), default=0) for m in scalars}
+    lines = [f"# {args.title}: the record", "", "## Meta-training", ""]
+    lines += ["| method | meta_step | " + " | ".join(c.replace("_", " ") for c in COLUMNS.values())]
+    lines[-1] += " |"
+    lines += ["|" + " --- |" * (2 + len(COLUMNS))]
+    for r in table:
+        if r["meta_step"] % args.every and r["meta_step"] != last[r["method"]]:
+            continue
+        cells = [cell(c, r[c]) for c in COLUMNS.values()]
+        lines.append(f"| {r['method']} | {r['meta_step']} | " + " | ".join(cells) + " |")
+    lines += ["", "Evaluations: " + ", ".join(f"`{e}.md`" for e in args.evals), ""]
+    for evaluation in args.evals:
+        folder = args.out / evaluation
+        shutil.copy(folder / "summary.md", args.results / f"{evaluation}.md")
+        shutil.copy(folder / "transfer.png", args.results / f"{evaluation}-transfer.png")
+        shutil.copy(folder / "curves.csv", args.results / f"{evaluation}-curves.csv")
+    stages = args.out / "stages.log"
+    if stages.is_file():
+        shutil.copy(stages, args.results / "stages.log")
+        lines += ["## Stages (wall time)", "", "```", stages.read_text().rstrip(), "```", ""]
+    (args.results / "summary.md").write_text("\n".join(lines) + "\n")
+    print(f"wrote {args.results}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
