@@ -8,7 +8,14 @@ learner does, resets at episode ends. The learner: `configs/minatar.yaml`'s A2C 
 PathTracker off) on one torch thread, after a warm-up; both in `--rounds` interleaved windows,
 the best window reported.
 
-    python -m benchmarks.minatar_throughput [--steps 40000] [--rounds 3] [--train]
+    python -m benchmarks.minatar_throughput [--steps 40000] [--rounds 3] [--train] [--ceiling]
+
+`--ceiling` says whether the target can be met at all on this core: the network arithmetic of
+one env_step (torch's FlopCounterMode over one whole update: acting, loss, backward), the
+rate the learner achieves at its measured speed, and what half the emulator's rate would need.
+At that rate the emulator takes half of each second, so the network must run E x F FLOP/s
+(E the emulator's steps/s, F the FLOPs per env_step), against the core's own single-thread
+matrix-multiply rate, at the fc layer's shape and at a large square one.
 """
 
 from __future__ import annotations
@@ -49,6 +56,29 @@ def learner_rate(learner, steps: int) -> float:
     return summary.env_steps / summary.seconds
 
 
+def flops_per_env_step(learner) -> float:
+    """The FLOPs (multiply and add counted apart) that one update runs, per env_step."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    before = learner.env_steps
+    with FlopCounterMode(display=False) as counter:
+        learner.update(None, 0)
+    return counter.get_total_flops() / (learner.env_steps - before)
+
+
+def gemm_rate(m: int, k: int, n: int, seconds: float = 1.0) -> float:
+    """Single-thread GFLOP/s of [m, k] @ [k, n], float32, the best of 5 timed windows."""
+    a, b = torch.randn(m, k), torch.randn(k, n)
+    best = 0.0
+    for _ in range(5):
+        calls, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds / 5:
+            torch.mm(a, b)
+            calls += 1
+        best = max(best, 2 * m * k * n * calls / (time.perf_counter() - start) / 1e9)
+    return best
+
+
 def train_rate(meta_steps: int) -> tuple[float, int, float]:
     """A real `train` of configs/minatar.yaml (2 workers, local Ray): env_steps/s overall."""
     from leap_ray.driver import train
@@ -78,6 +108,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=40_000, help="env_steps per window")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--train", action="store_true", help="also time a 2-worker train")
+    parser.add_argument("--ceiling", action="store_true", help="also the arithmetic bound")
     args = parser.parse_args()
     torch.set_num_threads(1)
     cfg = load_config(CONFIG, ["logging.measure_paths=false"])
@@ -87,6 +118,7 @@ def main() -> None:
     )
     print("| game | emulator alone (steps/s) | learner (env_steps/s) | learner / emulator |")
     print("| --- | --- | --- | --- |")
+    rates = {}
     for game in GAMES:
         learner = make_learner(cfg, game, seed=0)
         learner_rate(learner, args.steps // 4)  # warm-up
@@ -94,12 +126,32 @@ def main() -> None:
         for _ in range(args.rounds):
             emulator.append(emulator_rate(game, args.steps))
             ours.append(learner_rate(learner, args.steps))
+        flops = flops_per_env_step(learner) if args.ceiling else 0.0
         learner.envs.close()
         best_emulator, best_ours = max(emulator), max(ours)
+        rates[game] = best_emulator, best_ours, flops
         print(
             f"| {game} | {best_emulator:,.0f} | {best_ours:,.0f} | "
             f"{best_ours / best_emulator:.2f} |"
         )
+    if args.ceiling:
+        hidden = cfg.env.num_envs * cfg.a2c.unroll
+        fc_shape = gemm_rate(hidden, 1024, 128)  # the loss's fc: [T * N, 1024] @ [1024, 128]
+        square = gemm_rate(2048, 2048, 2048)
+        print(
+            f"\none core's float32 matrix multiply: {fc_shape:.1f} GFLOP/s at the fc layer's "
+            f"shape ({hidden} x 1024 x 128), {square:.1f} at 2048 x 2048 x 2048"
+        )
+        print(
+            "| game | network FLOPs per env_step | learner's network GFLOP/s | needed for "
+            "half the emulator's rate (GFLOP/s) | needed / 2048-square rate |"
+        )
+        print("| --- | --- | --- | --- | --- |")
+        for game, (emulator, ours, flops) in rates.items():
+            print(
+                f"| {game} | {flops / 1e6:.2f}M | {ours * flops / 1e9:.1f} | "
+                f"{emulator * flops / 1e9:.0f} | {emulator * flops / 1e9 / square:.1f}x |"
+            )
     if args.train:
         rate, tasks, seconds = train_rate(meta_steps=2)
         per_hour = 3600 * rate
