@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The Atari rerun of EXPERIMENTS.md ("Atari again", issue 24), its decision rules written there
-# before any run: Leap (the MinAtar study's settings, the loss term on the clipped gradient),
+# before any run: Leap (the MinAtar sweep's learning rate, the loss term on the clipped gradient),
 # Reptile, multi-task finetuning with the same env_step budget, the perturbed control and a
 # random initialization, 5 paired seeds on the held-out Breakout and SpaceInvaders at 200k
 # env_steps. Stages, each about two hours on 2 cores (the box runs ~1,450 env_steps/s):
@@ -26,7 +26,7 @@ main() {
     if [[ "${QUICK:-0}" == 1 ]]; then
         OUT=${OUT:-$HOME/leap-ray-runs/atari-rerun-quick}
         SCALE=(--set meta.meta_steps=2 --set a2c.steps_per_task=1000 --set meta.stream_every=5)
-        FINETUNE_STEPS=160    # 2 x 4 x 1,000 env_steps over 25 games, rounded down
+        FINETUNE_STEPS=320    # 2 x 4 x 1,000 env_steps over 25 games
         EVAL_STEPS=2000
         SEEDS=2
         RESULTS=$OUT/results  # toy numbers stay out of the checkout
@@ -45,12 +45,18 @@ main() {
     stage reptile train_stage reptile --set meta.algorithm=reptile
     stage finetune resumable "$OUT/finetune" "$PY" -m leap_ray finetune "${COMMON[@]}" \
         --set a2c.torch_threads=2 --steps-per-game "$FINETUNE_STEPS" --out "$OUT/finetune"
-    stage perturbed "$PY" -m leap_ray perturb "$OUT/leap" --seed 0 --out "$OUT/leap-perturbed"
-    stage eval resumable "$OUT/eval" "$PY" -m leap_ray evaluate --init "leap:$OUT/leap" \
+    local steps=0
+    if [[ -e "$OUT/leap.done" ]]; then
+        steps=$("$PY" -c "import json, sys; print(json.load(open(sys.argv[1]))['config']['meta']['meta_steps'])" "$OUT/leap/meta.json")
+    fi
+    stage perturbed --after leap "$PY" -m leap_ray perturb "$OUT/leap" --meta-step "$steps" \
+        --seed 0 --out "$OUT/leap-perturbed"
+    stage eval --after "leap reptile finetune perturbed" resumable "$OUT/eval" \
+        "$PY" -m leap_ray evaluate --init "leap:$OUT/leap" \
         --baseline "reptile:$OUT/reptile" --baseline "finetune:$OUT/finetune" \
         --baseline "perturbed:$OUT/leap-perturbed" --baseline random --steps "$EVAL_STEPS" \
         --seeds "$SEEDS" --video --out "$OUT/eval"
-    if [[ -z "${STAGES:-}" ]]; then  # every stage has run: the record
+    if [[ -z "${STAGES:-}" ]]; then  # every stage has run (a run with STAGES writes none)
         "$PY" experiments/study_report.py "$OUT" --methods leap reptile --evals eval \
             --title "Atari rerun" --every 2 --results "$RESULTS"
     fi

@@ -13,7 +13,8 @@
 #   QUICK=1 experiments/minatar_study.sh    # the same commands at toy scale (minutes)
 #
 # Finished stages are skipped (OUT/<stage>.done); OUT/stages.log has each stage's wall time.
-# STAGES="finetune" runs only the stages it names (experiments/stages.sh).
+# STAGES="finetune" runs only the stages it names (experiments/stages.sh); the record
+# (experiments/study_report.py) is written by a run without STAGES once every stage is done.
 # OUT defaults to ~/leap-ray-runs/minatar-study (outside the checkout, where a later resume on
 # the same machine finds it). Needs pip install minatar (GPL-3.0, an optional extra).
 set -euo pipefail
@@ -52,29 +53,37 @@ main() {
         "${SWEEP_SCALE[@]}" --grid meta.lr=0.0003,0.001,0.003 --grid meta.loss_term=true,false \
         --validation "$VALIDATION" --transfer-steps "$TRANSFER_STEPS" --seeds 2 \
         --out "$OUT/sweep"
-    read -r -a CHOSEN <<< "$(chosen_settings)"
-    echo "chosen settings: ${CHOSEN[*]}" | tee -a "$OUT/stages.log"
-    stage leap train_stage leap "${FINAL[@]}" "${CHOSEN[@]}"
+    local chosen steps=0 at
+    CHOSEN=()
+    if [[ -e "$OUT/sweep.done" ]]; then
+        chosen=$(chosen_settings)  # its own line, so that a failure stops the script
+        read -r -a CHOSEN <<< "$chosen"
+        echo "chosen settings: ${CHOSEN[*]}" | tee -a "$OUT/stages.log"
+    fi
+    stage leap --after sweep train_stage leap "${FINAL[@]}" "${CHOSEN[@]}"
     stage leap-paper train_stage leap-paper "${FINAL[@]}" --set meta.metric=energy \
         --set meta.loss_term=true --set meta.optimizer=adam --set meta.lr=0.01
-    stage reptile train_stage reptile "${FINAL[@]}" "${CHOSEN[@]}" --set meta.algorithm=reptile
+    stage reptile --after sweep train_stage reptile "${FINAL[@]}" "${CHOSEN[@]}" \
+        --set meta.algorithm=reptile
     stage finetune resumable "$OUT/finetune" "$PY" -m leap_ray finetune "${COMMON[@]}" \
         "${FINAL[@]}" --steps-per-game "$FINETUNE_STEPS" --out "$OUT/finetune"
-    stage perturbed "$PY" -m leap_ray perturb "$OUT/leap" --seed 0 --out "$OUT/leap-perturbed"
-    stage eval resumable "$OUT/eval" "$PY" -m leap_ray evaluate --init "leap:$OUT/leap" \
+    if [[ -e "$OUT/leap.done" ]]; then  # its meta_steps: the checkpoints of a quarter, a half, all
+        steps=$("$PY" -c "import json, sys; print(json.load(open(sys.argv[1]))['config']['meta']['meta_steps'])" "$OUT/leap/meta.json")
+    fi
+    stage perturbed --after leap "$PY" -m leap_ray perturb "$OUT/leap" --meta-step "$steps" \
+        --seed 0 --out "$OUT/leap-perturbed"
+    stage eval --after "leap leap-paper reptile finetune perturbed" resumable "$OUT/eval" \
+        "$PY" -m leap_ray evaluate --init "leap:$OUT/leap" \
         --baseline "leap-paper:$OUT/leap-paper" --baseline "reptile:$OUT/reptile" \
         --baseline "finetune:$OUT/finetune" --baseline "perturbed:$OUT/leap-perturbed" \
-        --baseline random --steps "$EVAL_STEPS" \
-        --seeds "$SEEDS" --video --out "$OUT/eval"
-    local steps at
-    steps=$("$PY" -c "import json, sys; print(json.load(open(sys.argv[1]))['config']['meta']['meta_steps'])" "$OUT/leap/meta.json")
+        --baseline random --steps "$EVAL_STEPS" --seeds "$SEEDS" --video --out "$OUT/eval"
     for part in quarter half; do
         if [[ $part == quarter ]]; then at=$(( steps / 4 )); else at=$(( steps / 2 )); fi
-        stage "eval-$part" resumable "$OUT/eval-$part" "$PY" -m leap_ray evaluate \
+        stage "eval-$part" --after leap resumable "$OUT/eval-$part" "$PY" -m leap_ray evaluate \
             --init "leap-$part:$OUT/leap/checkpoints/$(printf 'checkpoint-%06d.pt' "$at")" \
             --baseline random --steps "$EVAL_STEPS" --seeds "$SEEDS" --out "$OUT/eval-$part"
     done
-    if [[ -z "${STAGES:-}" ]]; then  # every stage has run: the record
+    if [[ -z "${STAGES:-}" ]]; then  # every stage has run (a run with STAGES writes none)
         "$PY" experiments/study_report.py "$OUT" --methods leap leap-paper reptile \
             --evals eval eval-quarter eval-half --title "MinAtar study" \
             --results "$RESULTS"

@@ -1,13 +1,19 @@
 # Shared by the staged experiment scripts (sourced, not run): `stage`, `train_stage` and
 # `resumable`. They read OUT, PY and COMMON from the script that sources them.
 
-# stage NAME COMMAND...: runs COMMAND unless OUT/NAME.done exists, or STAGES (names separated
-# by spaces) is set and does not name it; logs its wall time. STAGES runs independent stages
-# side by side on a machine with cores to spare, e.g. a finetune stage (one process) beside a
-# meta-training one; a stage that reads another's output still needs that one finished first.
+# stage NAME [--after "A B"] COMMAND...: runs COMMAND unless OUT/NAME.done exists, or STAGES
+# (names separated by spaces) is set and does not name it; logs its wall time. --after names
+# the stages whose output COMMAND reads: it refuses to run before they are finished (an
+# evaluation would otherwise read a meta-training run's newest, unfinished checkpoint). STAGES
+# runs independent stages side by side on a machine with cores to spare, e.g. a finetune stage
+# (one process) beside a meta-training one.
 stage() {
-    local name=$1 start
+    local name=$1 start after="" need
     shift
+    if [[ $1 == --after ]]; then
+        after=$2
+        shift 2
+    fi
     if [[ -e "$OUT/$name.done" ]]; then
         echo "stage $name: done before, skipped"
         return
@@ -16,6 +22,12 @@ stage() {
         echo "stage $name: not in STAGES, skipped"
         return
     fi
+    for need in $after; do
+        if [[ ! -e "$OUT/$need.done" ]]; then
+            echo "stage $name: needs stage $need finished first" >&2
+            return 1
+        fi
+    done
     start=$(date +%s)
     echo "stage $name: started $(date -Is)" | tee -a "$OUT/stages.log"
     "$@"

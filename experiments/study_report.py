@@ -65,8 +65,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--title", default="Study")
     parser.add_argument("--every", type=int, default=5, help="meta_steps between table rows")
     args = parser.parse_args(argv)
+    if args.every < 1:
+        parser.error(f"--every must be >= 1, got {args.every}")
     runs = [args.out / m for m in args.methods]
-    missing = [str(p) for p in runs + [args.out / e for e in args.evals] if not p.is_dir()]
+    evals = [args.out / e / "summary.md" for e in args.evals]  # written when an evaluation ends
+    missing = [str(p) for p in runs if not p.is_dir()] + [str(p) for p in evals if not p.is_file()]
     if missing:
         print(f"error: {', '.join(missing)} missing: run the study first", file=sys.stderr)
         return 2

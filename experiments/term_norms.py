@@ -4,9 +4,11 @@
     python experiments/term_norms.py RUN_DIR [RUN_DIR ...] [--markdown FILE]
 
 Per run: the tasks that recorded terms, the medians of both norms and of their ratio, the loss
-term's median share of the squared norm of the task's meta-gradient
-(|l|^2 / |p + l|^2, from the norms and the cosine), its largest share, and the median cosine.
-A run with the loss term off records no loss norm: 0 here.
+term's median and largest share of the squared norm of the task's meta-gradient g = p + l, and
+the median cosine of p and l. The share is the additive split <l, g> / |g|^2 =
+(|l|^2 + cos |p| |l|) / |g|^2, computed from the norms and the cosine: the path's share
+<p, g> / |g|^2 and it sum to 1 (either can be negative when the terms point apart). A run with
+the loss term off records no loss norm: 0 here, its cosine n/a.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ def run_row(run_dir: Path) -> list[str]:
         return [run_dir.name, "0", *("n/a",) * (len(COLUMNS) - 2)]
     p, q, c = np.array(path_norms), np.array(loss_norms), np.nan_to_num(np.array(cosines))
     total = p**2 + q**2 + 2 * c * p * q  # |p + l|^2
-    share = np.divide(q**2, total, out=np.zeros_like(total), where=total > 0)
+    share = np.divide(q**2 + c * p * q, total, out=np.zeros_like(total), where=total > 0)
     return [
         run_dir.name,
         str(len(p)),
@@ -51,7 +53,7 @@ def run_row(run_dir: Path) -> list[str]:
         f"{np.median(np.divide(q, p, out=np.zeros_like(p), where=p > 0)):.3g}",
         f"{np.median(share):.2g}",
         f"{share.max():.2g}",
-        f"{np.median(c):.2f}",
+        f"{np.median(c):.2f}" if q.any() else "n/a",
     ]
 
 

@@ -37,10 +37,10 @@ def test_each_tensor_moves_as_far_as_the_run_moved_it_in_a_random_direction():
 
 
 def test_perturb_writes_an_initialization_evaluate_reads(tmp_path):
-    run, theta = make_run(tmp_path, steps=(0, 1, 2))
+    run, theta = make_run(tmp_path, ["meta.seed=3"], steps=(0, 1, 2))  # theta_0 from meta.seed
     out = tmp_path / "control"
     assert main(["perturb", str(run), "--meta-step", "1", "--seed", "4", "--out", str(out)]) == 0
-    cfg = load_config("configs/smoke.yaml")
+    cfg = load_config("configs/smoke.yaml", ["meta.seed=3"])
     theta_0 = initial_encoder(cfg, training_games(cfg.env))
     source = checkpoint_encoder(load_checkpoint(run / "checkpoints" / "checkpoint-000001.pt"))
     control = parse_method(f"perturbed:{out}", need_label=True)

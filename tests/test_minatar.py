@@ -98,24 +98,35 @@ def test_meta_training_evaluation_and_finetuning_end_to_end(tmp_path):
     out = tmp_path / "eval"
     args = ["evaluate", "--init", str(run_dir), "--baseline", "random", "--steps", "400"]
     args += ["--baseline", f"perturbed:{control}"]
-    assert main([*args, "--seeds", "1", "--video", "--out", str(out)]) == 0
+    assert main([*args, "--seeds", "2", "--video", "--out", str(out)]) == 0
     assert sorted(p.name for p in (out / "videos").iterdir()) == [
         f"{method}--{game}.gif"
         for method in ("leap", "perturbed", "random")
         for game in ("Breakout", "SpaceInvaders")
     ]
-    # the health of each initialization; random's is that of the encoder seed 0's learner drew
+    # the health of each initialization; random's is the mean over the encoders that the
+    # learners of seeds 0 and 1 drew
     health = (out / "summary.md").read_text().split("## Initialization health")[1]
-    learner = make_learner(cfg, "Breakout", 0, meta=False)
-    learner.envs.close()
-    drawn = {n: p.detach().numpy() for n, p in learner.model.encoder.named_parameters()}
     a2c = learner_for(cfg)
     probe = a2c.probe_observations(cfg, ("Breakout", "SpaceInvaders"))
-    for method, init in (("random", drawn), ("leap", checkpoint_encoder(state))):
-        reading = a2c.unit_activity(cfg, init, probe)
-        dead, on = reading["meta/init_dead_units"], reading["meta/init_always_on_units"]
+
+    def reading(init):
+        units = a2c.unit_activity(cfg, init, probe)
+        return np.array([units["meta/init_dead_units"], units["meta/init_always_on_units"]])
+
+    drawn = []
+    for seed in (0, 1):
+        learner = make_learner(cfg, "Breakout", seed, meta=False)
+        learner.envs.close()
+        drawn.append({n: p.detach().numpy() for n, p in learner.model.encoder.named_parameters()})
+    assert not np.array_equal(drawn[0]["fc.weight"], drawn[1]["fc.weight"])
+    expected = {
+        "random": (reading(drawn[0]) + reading(drawn[1])) / 2,
+        "leap": reading(checkpoint_encoder(state)),
+        "perturbed": reading(checkpoint_encoder(load_checkpoint(control))),
+    }
+    for method, (dead, on) in expected.items():
         assert f"| {method} | {dead:.1%} | {on:.1%} |" in health, health
-    assert "| perturbed |" in health
     ft = ["finetune", "--config", SMOKE, "--steps-per-game", "400", "--out", str(tmp_path / "ft")]
     assert main(ft) == 0
     assert load_checkpoint(tmp_path / "ft")["progress"]["games_done"] == 3
