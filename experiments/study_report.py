@@ -8,7 +8,8 @@ meta-gradient, and the transfer evaluations' summaries.
 
 Writes to DIR: `meta_training.csv` and `meta_training.png` (per method and meta_step: the
 initialization's dead and always-on encoder units on held-out frames, its change per meta_step,
-the meta-gradient norm and the mean task path length), `terms.md` (experiments/term_norms.py),
+its fc layer's distance from theta_0 relative to that layer's size, the meta-gradient norm and
+the mean task path length), `terms.md` (experiments/term_norms.py),
 `summary.md` (the meta-training table, the stages' wall times), and for each evaluation E
 `E.md`, `E-transfer.png` and `E-curves.csv`; `stages.log` is copied.
 """
@@ -32,6 +33,8 @@ COLUMNS = {  # TensorBoard tag -> column name
     "meta/init_dead_units": "dead_units",
     "meta/init_always_on_units": "always_on_units",
     "meta/init_change": "init_change",
+    # |fc.weight - its theta_0| / |its theta_0|: how far the largest layer moved (both encoders)
+    "meta/init_relative_distance/fc.weight": "fc_weight_relative_distance",
     "meta/gradient_norm": "meta_gradient_norm",
     "meta/task_path_length": "task_path_length",
 }
