@@ -11,15 +11,18 @@ initialization's dead and always-on encoder units on held-out frames, its change
 its fc layer's distance from theta_0 relative to that layer's size, the meta-gradient norm and
 the mean task path length), `terms.md` (experiments/term_norms.py),
 `summary.md` (the meta-training table, the stages' wall times), and for each evaluation E
-`E.md`, `E-transfer.png` and `E-curves.csv`; `stages.log` is copied.
+`E.md`, `E-transfer.png` and `E-curves.csv` (every run's binned return curve, what the AUCs are
+computed from; the raw per-episode curves.csv stays in OUT); `stages.log` is copied.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import json
 import shutil
 import sys
+from collections import defaultdict
 from pathlib import Path
 
 import matplotlib
@@ -28,6 +31,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from atari_report import meta_scalars  # noqa: E402
 from term_norms import main as term_norms  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the checkout's leap_ray
+from leap_ray import curves  # noqa: E402
 
 COLUMNS = {  # TensorBoard tag -> column name
     "meta/init_dead_units": "dead_units",
@@ -38,6 +44,27 @@ COLUMNS = {  # TensorBoard tag -> column name
     "meta/gradient_norm": "meta_gradient_norm",
     "meta/task_path_length": "task_path_length",
 }
+
+
+def binned_curves(evaluation: Path, out: Path) -> None:
+    """The evaluation's runs as `evaluate` reads them: each (method, game, seed) run's return
+    curve in `curves.bin_edges` bins (the raw curves.csv, one row per episode, stays in OUT)."""
+    steps = json.loads((evaluation / "plan.json").read_text())["steps"]
+    episodes = defaultdict(lambda: ([], []))
+    with open(evaluation / "curves.csv", newline="") as f:
+        for row in csv.DictReader(f):
+            run = episodes[row["method"], row["game"], int(row["seed"])]
+            run[0].append(float(row["env_step"]))
+            run[1].append(float(row["episode_return"]))
+    edges = curves.bin_edges(steps)
+    centers = curves.bin_centers(edges)
+    with open(out, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["method", "game", "seed", "env_step", "mean_episode_return"])
+        for (method, game, seed), (at, returns) in episodes.items():
+            curve = curves.bin_curve(at, returns, edges)
+            rows = zip(centers, curve, strict=True)
+            writer.writerows([method, game, seed, int(x), f"{y:.4f}"] for x, y in rows)
 
 
 def cell(column: str, value: float | None) -> str:
@@ -106,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         folder = args.out / evaluation
         shutil.copy(folder / "summary.md", args.results / f"{evaluation}.md")
         shutil.copy(folder / "transfer.png", args.results / f"{evaluation}-transfer.png")
-        shutil.copy(folder / "curves.csv", args.results / f"{evaluation}-curves.csv")
+        binned_curves(folder, args.results / f"{evaluation}-curves.csv")
     stages = args.out / "stages.log"
     if stages.is_file():
         shutil.copy(stages, args.results / "stages.log")

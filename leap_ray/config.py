@@ -223,7 +223,7 @@ class MetaConfig(Section):
     # With the energy metric and the loss term off, Leap is Reptile exactly (the d_theta sum
     # telescopes). Measured (EXPERIMENTS.md): A2C on Atari, the term was >= 99% of the first
     # meta_step's meta-gradient norm (698.5 against a path term of 6.82) and that norm swung
-    # 520-fold across meta_steps; A2C on MinAtar, a median 0.1-0.2% of the squared norm
+    # 520-fold across meta_steps; A2C on MinAtar, a median 0.12-0.23% of the squared norm
     # (experiments/results/minatar/terms.md); the MinAtar sweep could not tell on from off. No
     # measurement favours either, so A2C keeps the paper's; off for rllib_ppo (Config), where it
     # changed nothing measurable and PPO re-bases its loss every epoch.
@@ -244,7 +244,7 @@ class MetaConfig(Section):
     # single task (one loss jump) can dominate a meta_step (0: no bound)
     max_task_norm: NonNegativeFloat = 0.0
     optimizer: Literal["adam", "sgd"] = "adam"  # over the initialization
-    # the paper's Adam 0.01; the MinAtar study's sweep chose 0.003 (EXPERIMENTS.md)
+    # the paper's Adam 0.01; configs/minatar.yaml takes its sweep's 0.003 (EXPERIMENTS.md)
     lr: PositiveFloat = 0.01
     meta_batch_size: Count = 16  # tasks per meta_step (sync) (paper: 16)
     meta_steps: Count = 100
