@@ -285,7 +285,8 @@ class LoggingConfig(Section):
     # per meta_step, the initialization's dead and always-on encoder units on a fixed batch of
     # held-out frames (`meta/init_dead_units`, `meta/init_always_on_units`; the A2C learner) and
     # each parameter's distance from theta_0 (`meta/init_relative_distance/*`): whether the
-    # meta-updates damage the network. The probe's frames cost about a second per held-out game
+    # meta-updates damage the network; also `evaluate`'s "Initialization health" section. The
+    # probe's frames cost about a second per held-out game
     init_health: StrictBool = True
     dashboard: StrictBool = True  # start Ray's dashboard with a local Ray
     dashboard_host: StrictStr = "127.0.0.1"  # its bind address: loopback unless you mean it

@@ -386,7 +386,10 @@ def health_section(plan: EvalPlan) -> list[str]:
     """Markdown lines: each initialization's dead and always-on encoder units on fixed frames
     of random play on the evaluated games (the driver's `meta/init_*_units`), the control that
     tells an encoder that lost its units from one that learned features; `random` is the mean
-    over the seeds' own encoders. None where the learner does not measure it."""
+    over the seeds' own encoders. None where the learner does not measure it, or with
+    `logging.init_health` off (the probe's frames cost about a second per game)."""
+    if not plan.cfg.logging.init_health:
+        return []
     learner = learner_for(plan.cfg)
     probe = learner.probe_observations(plan.cfg, plan.games)
     if probe is None:

@@ -434,6 +434,8 @@ def test_evaluate_video_leaves_a_gif_per_game_and_method(tmp_path, checkpoints):
     assert image.encoded_image_string[:6] == b"GIF89a" and image.width == 168
     runs = [json.loads(p.read_text()) for p in (out / "runs").glob("*seed0.json")]
     assert sorted(r["video"] for r in runs) == ["videos/" + v for v in videos]
+    # configs/smoke.yaml turns logging.init_health off: no probe, no health section
+    assert "## Initialization health" not in (out / "summary.md").read_text()
 
 
 def test_video_is_refused_where_there_are_no_frames(checkpoints, capsys):
