@@ -29,6 +29,11 @@ from leap_ray.runs import fresh_run_dir
 from leap_ray.suites import training_games
 
 
+def change_norms(theta_0: dict[str, np.ndarray], theta: dict[str, np.ndarray]) -> dict[str, float]:
+    """|theta - theta_0| per parameter tensor, in sorted name order."""
+    return {name: float(np.linalg.norm(theta[name] - theta_0[name])) for name in sorted(theta_0)}
+
+
 def perturbed_like(
     theta_0: dict[str, np.ndarray], theta: dict[str, np.ndarray], seed: int
 ) -> dict[str, np.ndarray]:
@@ -36,9 +41,8 @@ def perturbed_like(
     (a normalised Gaussian), drawn in sorted name order from `seed`."""
     rng = np.random.default_rng(seed)
     moved = {}
-    for name in sorted(theta_0):
+    for name, length in change_norms(theta_0, theta).items():
         start = np.asarray(theta_0[name], dtype=np.float64)
-        length = np.linalg.norm(np.asarray(theta[name], dtype=np.float64) - start)
         direction = rng.standard_normal(start.shape)
         direction /= np.linalg.norm(direction)
         moved[name] = (start + length * direction).astype(theta_0[name].dtype)
@@ -62,7 +66,7 @@ def perturb(run_dir: str | Path, out: str | Path, meta_step: int | None = None, 
     if bad is not None:
         raise ConfigError(f"perturb: {source} does not fit its own config's encoder: {bad}")
     moved = perturbed_like(theta_0, theta, seed)
-    lengths = {name: float(np.linalg.norm(theta[name] - theta_0[name])) for name in sorted(theta)}
+    lengths = change_norms(theta_0, theta)
     record = {
         "control": "perturbed",
         "source": str(Path(source).resolve()),
