@@ -45,12 +45,9 @@ main() {
     stage reptile train_stage reptile --set meta.algorithm=reptile
     stage finetune resumable "$OUT/finetune" "$PY" -m leap_ray finetune "${COMMON[@]}" \
         --set a2c.torch_threads=2 --steps-per-game "$FINETUNE_STEPS" --out "$OUT/finetune"
-    local steps=0
-    if [[ -e "$OUT/leap.done" ]]; then
-        steps=$("$PY" -c "import json, sys; print(json.load(open(sys.argv[1]))['config']['meta']['meta_steps'])" "$OUT/leap/meta.json")
-    fi
-    stage perturbed --after leap "$PY" -m leap_ray perturb "$OUT/leap" --meta-step "$steps" \
-        --seed 0 --out "$OUT/leap-perturbed"
+    # --after leap: the run's newest checkpoint is its last, the one perturb takes
+    stage perturbed --after leap "$PY" -m leap_ray perturb "$OUT/leap" --seed 0 \
+        --out "$OUT/leap-perturbed"
     stage eval --after "leap reptile finetune perturbed" resumable "$OUT/eval" \
         "$PY" -m leap_ray evaluate --init "leap:$OUT/leap" \
         --baseline "reptile:$OUT/reptile" --baseline "finetune:$OUT/finetune" \

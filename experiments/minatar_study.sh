@@ -70,8 +70,9 @@ main() {
     if [[ -e "$OUT/leap.done" ]]; then  # its meta_steps: the checkpoints of a quarter, a half, all
         steps=$("$PY" -c "import json, sys; print(json.load(open(sys.argv[1]))['config']['meta']['meta_steps'])" "$OUT/leap/meta.json")
     fi
-    stage perturbed --after leap "$PY" -m leap_ray perturb "$OUT/leap" --meta-step "$steps" \
-        --seed 0 --out "$OUT/leap-perturbed"
+    # --after leap: the run's newest checkpoint is its last, the one perturb takes
+    stage perturbed --after leap "$PY" -m leap_ray perturb "$OUT/leap" --seed 0 \
+        --out "$OUT/leap-perturbed"
     stage eval --after "leap leap-paper reptile finetune perturbed" resumable "$OUT/eval" \
         "$PY" -m leap_ray evaluate --init "leap:$OUT/leap" \
         --baseline "leap-paper:$OUT/leap-paper" --baseline "reptile:$OUT/reptile" \

@@ -119,15 +119,17 @@ def main(argv: list[str] | None = None) -> int:
         writer.writerows(table)
     term_norms([*map(str, runs), "--markdown", str(args.results / "terms.md")])
     last = {m: max((r["meta_step"] for r in table if r["method"] == m), default=0) for m in scalars}
+    shown = [
+        {
+            "method": r["method"],
+            "meta_step": str(r["meta_step"]),
+            **{c.replace("_", " "): cell(c, r[c]) for c in COLUMNS.values()},
+        }
+        for r in table
+        if r["meta_step"] % args.every == 0 or r["meta_step"] == last[r["method"]]
+    ]
     lines = [f"# {args.title}: the record", "", "## Meta-training", ""]
-    lines += ["| method | meta_step | " + " | ".join(c.replace("_", " ") for c in COLUMNS.values())]
-    lines[-1] += " |"
-    lines += ["|" + " --- |" * (2 + len(COLUMNS))]
-    for r in table:
-        if r["meta_step"] % args.every and r["meta_step"] != last[r["method"]]:
-            continue
-        cells = [cell(c, r[c]) for c in COLUMNS.values()]
-        lines.append(f"| {r['method']} | {r['meta_step']} | " + " | ".join(cells) + " |")
+    lines.append(curves.markdown_table(shown))
     lines += ["", "Evaluations: " + ", ".join(f"`{e}.md`" for e in args.evals), ""]
     for evaluation in args.evals:
         folder = args.out / evaluation

@@ -20,6 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the checkout's leap_ray
+from leap_ray.curves import markdown_table  # noqa: E402
+
 COLUMNS = (
     "run",
     "tasks",
@@ -65,10 +68,8 @@ def main(argv: list[str]) -> int:
     missing = [str(r) for r in args.runs if not (r / "tasks.jsonl").is_file()]
     if missing:
         parser.error(f"no tasks.jsonl in {', '.join(missing)}")
-    rows = [run_row(r) for r in args.runs]
-    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + " --- |" * len(COLUMNS)]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    text = "\n".join(lines) + "\n"
+    rows = [dict(zip(COLUMNS, run_row(r), strict=True)) for r in args.runs]
+    text = markdown_table(rows) + "\n"
     print(text, end="")
     if args.markdown:
         args.markdown.write_text(text)
