@@ -401,7 +401,7 @@ def test_finetune_stopped_by_sigterm_says_how_to_continue(tmp_path, gym_yaml):
 def test_evaluate_stopped_by_sigint_says_how_to_continue(tmp_path, checkpoints):
     out = tmp_path / "eval"
     args = ["evaluate", "--init", checkpoints["gym"], "--baseline", "random", "--seeds", "1"]
-    args += ["--steps", "5000", "--set", "resources.num_workers=1", "--out", str(out)]
+    args += ["--steps", "2500", "--set", "resources.num_workers=1", "--out", str(out)]
 
     def a_run_saved():
         return (out / "runs").is_dir() and list((out / "runs").glob("*.json"))
