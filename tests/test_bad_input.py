@@ -11,6 +11,7 @@ from leap_ray.config import load_config
 from leap_ray.learners import initial_encoder
 from leap_ray.suites import training_games
 from tests.processes import run_cli
+from tests.refusals import assert_refused
 
 DATA = Path(__file__).resolve().parent / "data"
 CONFIGS = sorted((DATA / "bad_configs").glob("*.yaml"))
@@ -69,15 +70,11 @@ def test_bad_config_gives_its_error_and_writes_nothing(path, tmp_path):
 def test_bad_checkpoint_gives_its_error_and_writes_nothing(name, tmp_path, capsys):
     """In-process (the CLI's own main; each refusal comes before Ray starts): the config corpus
     above has already shown that `python -m leap_ray` prints such an error as its last line."""
-    from leap_ray.cli import main
-
     run_dir = DATA / "bad_checkpoints" / name
     before = tree(run_dir)
     logdir = tmp_path / "runs"
     argv = ["train", "--config", "configs/smoke.yaml", "--resume", str(run_dir)]
-    assert main([*argv, "--logdir", str(logdir)]) == 2
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("error: ") and CHECKPOINTS[name] in err and "\n" not in err, err
+    assert_refused(capsys, [*argv, "--logdir", str(logdir)], CHECKPOINTS[name])
     assert tree(run_dir) == before and not logdir.exists()
     assert not Path("/tmp/leap_ray_checkpoint_pwned").exists()
 
@@ -85,8 +82,6 @@ def test_bad_checkpoint_gives_its_error_and_writes_nothing(name, tmp_path, capsy
 @pytest.mark.parametrize("name", sorted(EVALUATE))
 def test_bad_checkpoint_is_refused_by_evaluate_as_init_and_baseline(name, tmp_path, capsys):
     """In-process (the CLI's own main): each refusal comes before Ray starts."""
-    from leap_ray.cli import main
-
     bad = str(DATA / "bad_checkpoints" / name)
     good = tmp_path / "good"
     cfg = load_config("configs/smoke.yaml")
@@ -95,10 +90,7 @@ def test_bad_checkpoint_is_refused_by_evaluate_as_init_and_baseline(name, tmp_pa
     )
     config = ["--config", "configs/smoke.yaml", "--out", str(tmp_path / "eval")]
     for args in (["--init", bad], ["--init", str(good), "--baseline", f"bad:{bad}"]):
-        capsys.readouterr()
-        assert main(["evaluate", *args, *config]) == 2
-        err = capsys.readouterr().err.strip()
-        assert err.startswith("error: ") and EVALUATE[name] in err and "\n" not in err, err
+        assert_refused(capsys, ["evaluate", *args, *config], EVALUATE[name])
     assert not (tmp_path / "eval").exists()
 
 
@@ -144,13 +136,9 @@ def test_evaluate_with_no_game_named_is_refused(tmp_path):
 def test_run_names_and_log_directories_are_checked_before_ray(tmp_path, capsys, args, expected):
     """A run name is one safe path component of bounded length, and the log directory must be
     creatable and writable: one line, exit 2, nothing written anywhere."""
-    from leap_ray.cli import main
-
     logdir = tmp_path / "runs"
     argv = ["train", "--config", "configs/smoke.yaml", "--logdir", str(logdir), *args]
-    assert main(argv) == 2
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("error: ") and expected in err and "\n" not in err, err
+    assert_refused(capsys, argv, expected)
     assert not logdir.exists() and list(tmp_path.iterdir()) == []
 
 

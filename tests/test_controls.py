@@ -13,6 +13,7 @@ from leap_ray.controls import perturbed_like
 from leap_ray.evaluate import parse_method
 from leap_ray.learners import initial_encoder
 from leap_ray.suites import training_games
+from tests.refusals import assert_refused
 from tests.test_export import make_run
 
 
@@ -69,8 +70,5 @@ def test_perturb_bad_input_is_one_line(tmp_path, capsys, args, expected):
     argv = [a.format(tmp=tmp_path, run=run) for a in args]
     if "--out" not in argv:
         argv += ["--out", str(tmp_path / "control")]
-    assert main(["perturb", *argv]) == 2
-    err = capsys.readouterr().err.strip()
-    expected = expected.format(tmp=tmp_path)
-    assert err.startswith("error: ") and expected in err and "\n" not in err, err
+    assert_refused(capsys, ["perturb", *argv], expected.format(tmp=tmp_path))
     assert not (tmp_path / "control").exists()

@@ -15,6 +15,7 @@ from leap_ray.config import load_config
 from leap_ray.learners import initial_encoder
 from leap_ray.learners.a2c.networks import make_encoder
 from leap_ray.suites import training_games
+from tests.refusals import assert_refused
 
 NATURE = ["a2c.encoder=nature"]
 
@@ -117,7 +118,5 @@ def test_export_bad_input_is_one_line(tmp_path, capsys, args, expected):
     argv = [a.format(tmp=tmp_path, run=run) for a in args]
     if "--out" not in argv:
         argv += ["--out", str(tmp_path / "x.safetensors")]
-    assert main(["export", *argv]) == 2
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("error: ") and expected in err and "\n" not in err, err
+    assert_refused(capsys, ["export", *argv], expected)
     assert not (tmp_path / "x.safetensors").exists()

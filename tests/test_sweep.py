@@ -10,8 +10,8 @@ import signal
 
 import pytest
 
-from leap_ray.cli import main
 from tests.processes import REPO, end_tree, run_cli, start_cli, wait_for
+from tests.refusals import assert_refused
 
 BASE = ["sweep", "--config", "configs/minatar_smoke.yaml", "--transfer-steps", "400"]
 BASE += ["--seeds", "1", "--set", "meta.meta_steps=1", "--set", "a2c.steps_per_task=1000"]
@@ -36,9 +36,7 @@ BASE += ["--seeds", "1", "--set", "meta.meta_steps=1", "--set", "a2c.steps_per_t
     ids=["held_out", "bad_value", "no_values", "nothing_left"],
 )
 def test_bad_sweeps_are_one_line_before_ray(tmp_path, capsys, args, expected):
-    assert main([*BASE, *args, "--out", str(tmp_path / "sweep")]) == 2
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("error: ") and expected in err and "\n" not in err, err
+    assert_refused(capsys, [*BASE, *args, "--out", str(tmp_path / "sweep")], expected)
     assert not (tmp_path / "sweep").exists()
 
 
