@@ -173,11 +173,9 @@ def run_jobs(
     address: str | None = None,
     finished: dict[EvalJob, dict] | None = None,
     on_result: Callable[[EvalJob, dict], None] | None = None,
-    stop: StopSignals | None = None,
 ) -> dict[EvalJob, dict]:
     """Every job not `finished` on task-worker actors (the run needs no parameter server, so
-    none is pinned); `on_result` sees each result as it arrives. `stop`: the caller's stop
-    contract, put back once Ray has started (Ray replaces the SIGTERM handler)."""
+    none is pinned); `on_result` sees each result as it arrives."""
     results = dict(finished or {})
     queue = [job for job in jobs(plan) if job not in results]
     if not queue:
@@ -185,8 +183,6 @@ def run_jobs(
     resources = plan.cfg.resources.model_copy(update={"server_resource": ""})
     cfg = plan.cfg.model_copy(update={"resources": resources})
     started_ray = connect(cfg, address)
-    if stop is not None:
-        stop.reinstall()
     try:
         check_resources(cfg)
         init_refs = {m.name: ray.put(m.init) for m in plan.methods if m.init is not None}
@@ -428,7 +424,7 @@ def evaluate(
     `OUT/runs`, Ray shuts down, and `resume_command` is printed (exit 130/143)."""
     with RunLock(plan.out), StopSignals() as stop:
         try:
-            return _evaluate(plan, address, command, stop)
+            return _evaluate(plan, address, command)
         except KeyboardInterrupt:
             done = len(list((plan.out / "runs").glob("*.json")))  # none yet: no folder, 0
             again = resume_command or "the same evaluate command with --out and --resume"
@@ -440,7 +436,7 @@ def evaluate(
             raise Stopped(stop.signum) from None
 
 
-def _evaluate(plan: EvalPlan, address: str | None, command: str, stop: StopSignals) -> Path:
+def _evaluate(plan: EvalPlan, address: str | None, command: str) -> Path:
     start = time.monotonic()
     finished = finished_runs(plan)  # a refused resume stops here, before anything is written
     logger = RunLogger(plan.out, plan.cfg, command)
@@ -450,7 +446,7 @@ def _evaluate(plan: EvalPlan, address: str | None, command: str, stop: StopSigna
     try:
         if finished:
             print(f"resuming: {len(finished)} of {len(jobs(plan))} runs finished before")
-        results = run_jobs(plan, address, finished, lambda job, r: save_run(plan, job, r), stop)
+        results = run_jobs(plan, address, finished, lambda job, r: save_run(plan, job, r))
         write_outputs(plan, results, logger)
         env_steps = sum(r["env_steps"] for r in results.values())
         seconds = time.monotonic() - start

@@ -240,7 +240,7 @@ def sweep(
 
     started = connect(plan.cfg, address)
     try:
-        with StopSignals() as stop:  # after ray.init, which sets its own SIGTERM handler
+        with StopSignals() as stop:
             try:
                 return _sweep(plan, resume)
             except KeyboardInterrupt:

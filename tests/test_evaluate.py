@@ -398,7 +398,8 @@ def test_finetune_stopped_by_sigterm_says_how_to_continue(tmp_path, gym_yaml):
     assert state["kind"] == "finetune" and state["progress"]["games_done"] == 2
 
 
-def test_evaluate_stopped_by_sigint_says_how_to_continue(tmp_path, checkpoints):
+def test_evaluate_stopped_by_sigterm_says_how_to_continue(tmp_path, checkpoints):
+    """SIGTERM, which ray.init takes over: evaluate starts Ray inside its stop contract."""
     out = tmp_path / "eval"
     args = ["evaluate", "--init", checkpoints["gym"], "--baseline", "random", "--seeds", "1"]
     args += ["--steps", "2500", "--set", "resources.num_workers=1", "--out", str(out)]
@@ -406,7 +407,7 @@ def test_evaluate_stopped_by_sigint_says_how_to_continue(tmp_path, checkpoints):
     def a_run_saved():
         return (out / "runs").is_dir() and list((out / "runs").glob("*.json"))
 
-    resumed = stop_and_continue(tmp_path, args, a_run_saved, signal.SIGINT)
+    resumed = stop_and_continue(tmp_path, args, a_run_saved, signal.SIGTERM)
     assert re.search(r"resuming: [1-3] of 4 runs finished before", resumed), resumed[-2000:]
     assert len(list((out / "runs").glob("*.json"))) == 4 and (out / "summary.md").is_file()
 

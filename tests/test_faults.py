@@ -171,6 +171,29 @@ def test_a_stop_signal_checkpoints_and_says_how_to_resume(tmp_path, sig, sigint_
     assert "Traceback" not in text
 
 
+def test_ray_init_leaves_a_commands_stop_handler_in_place():
+    """connect wraps ray.init, which sets SIGTERM to its own sys.exit: a handler the command
+    installed comes back (evaluate enters StopSignals before it starts Ray); Python's default
+    gives way to Ray's."""
+    from leap_ray.distributed.launch import _own_signal_handlers_kept
+
+    def ours(signum, frame):
+        pass
+
+    def rays(signum, frame):
+        pass
+
+    before = signal.getsignal(signal.SIGTERM)
+    try:
+        for installed, kept in ((ours, ours), (signal.SIG_DFL, rays)):
+            signal.signal(signal.SIGTERM, installed)
+            with _own_signal_handlers_kept():
+                signal.signal(signal.SIGTERM, rays)  # what ray.init does
+            assert signal.getsignal(signal.SIGTERM) is kept
+    finally:
+        signal.signal(signal.SIGTERM, before)
+
+
 def make_server(tmp_path, mode="sync"):
     init = {"w": np.ones((3, 2), dtype=np.float32), "b": np.zeros(2, dtype=np.float32)}
     cfg = {

@@ -5,6 +5,9 @@ telemetry sink and task workers from their plain classes."""
 from __future__ import annotations
 
 import os
+import signal
+import threading
+from contextlib import contextmanager
 from pathlib import Path
 
 import ray
@@ -28,18 +31,36 @@ def connect(cfg: Config, address: str | None) -> bool:
             "joins a cluster by 'auto' or HOST:PORT of its GCS"
         )
     if address:
-        ray.init(address=address, log_to_driver=True)
+        with _own_signal_handlers_kept():
+            ray.init(address=address, log_to_driver=True)
         return False
     # Ray 2.60 serves its Prometheus metrics on every interface without authentication; a local
     # run does not collect them. Its gRPC servers listen on the node's address, which the CLI
     # makes 127.0.0.1 for a local Ray (RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0, read when Ray is
     # imported: cli.main); they need the session's token either way: docs/faults.md, M.
-    ray.init(
-        include_dashboard=cfg.logging.dashboard,
-        dashboard_host=cfg.logging.dashboard_host,
-        _system_config={"enable_metrics_collection": False},
-    )
+    with _own_signal_handlers_kept():
+        ray.init(
+            include_dashboard=cfg.logging.dashboard,
+            dashboard_host=cfg.logging.dashboard_host,
+            _system_config={"enable_metrics_collection": False},
+        )
     return True
+
+
+@contextmanager
+def _own_signal_handlers_kept():
+    """`ray.init` puts its own SIGTERM handler (`sys.exit`, so nothing finished is saved) over
+    whatever was there; a handler this process installed, a command's stop contract
+    (distributed/signals.py), is put back, so no caller has to order `connect` and
+    `StopSignals`. Python's defaults give way to Ray's, which shuts a local Ray down on exit."""
+    main = threading.current_thread() is threading.main_thread()
+    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)} if main else {}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            if callable(handler) and handler is not signal.default_int_handler:
+                signal.signal(sig, handler)
 
 
 def disconnect() -> None:

@@ -23,7 +23,7 @@ class StopSignals:
     previous handlers come back at its end. Ray's blocking calls turn any exception a handler
     raises into a plain KeyboardInterrupt, so `stop.signum` keeps which signal it was. After
     the first signal both are ignored until the block ends: a second one must not cut the
-    saving of what is finished."""
+    saving of what is finished. `ray.init` inside the block keeps these (launch.connect)."""
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -47,13 +47,6 @@ class StopSignals:
         if threading.current_thread() is threading.main_thread():
             self.previous = {sig: signal.signal(sig, self._stop) for sig in self.SIGNALS}
         return self
-
-    def reinstall(self) -> None:
-        """After `ray.init`, which installs its own SIGTERM handler over ours (it prints a stack
-        and ends the process): ours again, for the rest of the block."""
-        if self.previous and not self.received:
-            for sig in self.SIGNALS:
-                signal.signal(sig, self._stop)
 
     def __exit__(self, *exc) -> None:
         for sig, handler in self.previous.items():
