@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
 import pickle
 import re
 import zipfile
@@ -25,6 +24,7 @@ import torch
 from leap_ray.config import Config
 from leap_ray.errors import CheckpointError, ConfigError
 from leap_ray.meta import MetaInitialization, check_meta_state
+from leap_ray.runs import write_atomically
 
 PATTERN = re.compile(r"^checkpoint-(\d{6})\.pt$")
 FORMAT = 2
@@ -102,16 +102,10 @@ def save_checkpoint(run_dir: str | Path, state: dict, keep: int) -> Path:
     buffer = io.BytesIO()
     torch.save(state, buffer)
     payload = buffer.getbuffer()
-    tmp = path.with_name(path.name + ".tmp")
     try:
-        with open(tmp, "wb") as f:
-            f.write(MAGIC + hashlib.sha256(payload).hexdigest().encode() + b"\n")
-            f.write(payload)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        header = MAGIC + hashlib.sha256(payload).hexdigest().encode() + b"\n"
+        write_atomically(path, header, payload)
     except OSError as error:
-        tmp.unlink(missing_ok=True)
         raise CheckpointError(
             f"could not write checkpoint {str(path)!r}: {error.strerror or error}; "
             "the previous checkpoints are intact"

@@ -33,7 +33,7 @@ from leap_ray.errors import ConfigError, RunFailed
 from leap_ray.intervals import interval_section
 from leap_ray.learners import check_encoder_fits, check_learner, learner_for
 from leap_ray.logger import RunLogger
-from leap_ray.runs import RunLock, fresh_run_dir
+from leap_ray.runs import RunLock, fresh_run_dir, write_atomically
 from leap_ray.suites import suite_for, training_games
 from leap_ray.video import gif_summary
 
@@ -270,15 +270,12 @@ def save_run(plan: EvalPlan, job: EvalJob, result: dict) -> None:
     if "video" in result:
         video = _video_file(plan, job)
         video.parent.mkdir(exist_ok=True)
-        tmp = video.with_name(video.name + ".tmp")
-        tmp.write_bytes(result.pop("video"))
-        tmp.replace(video)
+        write_atomically(video, result.pop("video"))
         result["video"] = str(video.relative_to(plan.out))
     path = _run_file(plan, job)
     path.parent.mkdir(exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps({**result, "episodes": [list(e) for e in result["episodes"]]}))
-    tmp.replace(path)
+    episodes = [list(e) for e in result["episodes"]]
+    write_atomically(path, json.dumps({**result, "episodes": episodes}))
 
 
 def finished_runs(plan: EvalPlan) -> dict[EvalJob, dict]:
@@ -286,9 +283,7 @@ def finished_runs(plan: EvalPlan) -> dict[EvalJob, dict]:
     record_path = plan.out / "plan.json"
     record = plan_record(plan)
     if not record_path.exists():
-        tmp = record_path.with_name("plan.json.tmp")
-        tmp.write_text(json.dumps(record, indent=2))
-        tmp.replace(record_path)
+        write_atomically(record_path, json.dumps(record, indent=2))
         return {}
     saved = json.loads(record_path.read_text())
     changed = sorted(key for key in record if saved.get(key) != json.loads(json.dumps(record[key])))

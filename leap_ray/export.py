@@ -7,8 +7,6 @@ format and checksum; this is a copy for the outside."""
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +23,7 @@ from leap_ray.config import config_from_dict
 from leap_ray.errors import ConfigError
 from leap_ray.learners import learner_for
 from leap_ray.logger import git_sha
+from leap_ray.runs import write_atomically
 from leap_ray.suites import suite_for, training_games
 
 FORMAT = "leap-ray-encoder/1"
@@ -61,7 +60,7 @@ def export_metadata(state: dict, run_dir: Path, init: dict[str, np.ndarray]) -> 
 
 def export(run_dir: str | Path, out: str | Path, meta_step: int | None = None) -> Path:
     """Write the initialization of `run_dir` (newest checkpoint, or `meta_step`'s) to `out`."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     out = Path(out)
     if out.exists():
@@ -74,13 +73,7 @@ def export(run_dir: str | Path, out: str | Path, meta_step: int | None = None) -
     tensors = {name: torch.from_numpy(np.ascontiguousarray(value)) for name, value in init.items()}
     metadata = export_metadata(state, Path(run_dir), init)
     try:
-        fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=out.name, suffix=".tmp")
-        os.close(fd)
-        try:
-            save_file(tensors, tmp, metadata=metadata)
-            os.replace(tmp, out)
-        finally:
-            Path(tmp).unlink(missing_ok=True)
+        write_atomically(out, save(tensors, metadata=metadata))
     except OSError as error:
         raise ConfigError(f"--out: cannot write {str(out)!r} ({error.strerror or error})") from None
     print(

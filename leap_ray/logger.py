@@ -14,6 +14,7 @@ import yaml
 from torch.utils.tensorboard import SummaryWriter
 
 from leap_ray.config import Config
+from leap_ray.runs import write_atomically
 from leap_ray.tasks import late_return
 
 
@@ -98,9 +99,7 @@ class RunLogger:
         if drop:
             with open(self.run_dir / "tasks.abandoned.jsonl", "a") as f:
                 f.write("".join(line + "\n" for line in drop))
-            tmp = path.with_name("tasks.jsonl.tmp")
-            tmp.write_text("".join(line + "\n" for line in keep))
-            tmp.replace(path)
+            write_atomically(path, "".join(line + "\n" for line in keep))
 
     def failed_tasks(self, failures) -> None:
         """One JSON line per task that failed for good, (TaskSpec, reason) pairs."""
@@ -117,6 +116,4 @@ class RunLogger:
         self._write_meta()
 
     def _write_meta(self) -> None:
-        tmp = self.run_dir / "meta.json.tmp"
-        tmp.write_text(json.dumps(self.meta, indent=2))
-        tmp.replace(self.run_dir / "meta.json")
+        write_atomically(self.run_dir / "meta.json", json.dumps(self.meta, indent=2))

@@ -1,5 +1,5 @@
 """Run directories: where a run writes, that it writes only into a fresh directory (or its own,
-on resume), and that one process writes it at a time."""
+on resume), that one process writes it at a time, and that a file in it is replaced whole."""
 
 from __future__ import annotations
 
@@ -71,6 +71,23 @@ def fresh_run_dir(path: str | Path, what: str, hint: str = "") -> Path:
     if path.exists() and (not path.is_dir() or any(path.iterdir())):
         raise ConfigError(f"{what}: {str(path)!r} exists and is not empty{hint}")
     return path
+
+
+def write_atomically(path: str | Path, *chunks: bytes | str) -> None:
+    """Replace `path` with the chunks, whole or not at all: a reader (a resume, a report) never
+    sees half a file, and a failed write (a full disk) leaves the old file and no temporary."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        with open(tmp, "wb") as f:
+            for chunk in chunks:
+                f.write(chunk.encode() if isinstance(chunk, str) else chunk)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 class RunLock:
