@@ -12,7 +12,8 @@ its fc layer's distance from theta_0 relative to that layer's size, the meta-gra
 the mean task path length), `terms.md` (experiments/term_norms.py),
 `summary.md` (the meta-training table, the stages' wall times), and for each evaluation E
 `E.md`, `E-transfer.png` and `E-curves.csv` (every run's binned return curve, what the AUCs are
-computed from; the raw per-episode curves.csv stays in OUT); `stages.log` is copied.
+computed from; the raw per-episode curves.csv stays in OUT); `stages.log` is copied. With
+`--evals` and nothing after it, the record of the meta-training stages finished so far.
 """
 
 from __future__ import annotations
@@ -90,7 +91,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out", type=Path, help="the study's folder (its script's OUT)")
     parser.add_argument("--methods", nargs="+", required=True, help="meta-training runs in OUT")
-    parser.add_argument("--evals", nargs="+", default=["eval"], help="evaluations in OUT")
+    parser.add_argument(
+        "--evals", nargs="*", default=["eval"], help="evaluations in OUT (none: a stage's record)"
+    )
     parser.add_argument("--results", type=Path, required=True)
     parser.add_argument("--title", default="Study")
     parser.add_argument("--every", type=int, default=5, help="meta_steps between table rows")
@@ -130,7 +133,9 @@ def main(argv: list[str] | None = None) -> int:
     ]
     lines = [f"# {args.title}: the record", "", "## Meta-training", ""]
     lines.append(curves.markdown_table(shown))
-    lines += ["", "Evaluations: " + ", ".join(f"`{e}.md`" for e in args.evals), ""]
+    lines.append("")
+    if args.evals:
+        lines += ["Evaluations: " + ", ".join(f"`{e}.md`" for e in args.evals), ""]
     for evaluation in args.evals:
         folder = args.out / evaluation
         shutil.copy(folder / "summary.md", args.results / f"{evaluation}.md")
