@@ -9,7 +9,8 @@ meta-gradient, and the transfer evaluations' summaries.
 Writes to DIR: `meta_training.csv` and `meta_training.png` (per method and meta_step: the
 initialization's dead and always-on encoder units on held-out frames, its change per meta_step,
 its fc layer's distance from theta_0 relative to that layer's size, the meta-gradient norm and
-the mean task path length), `terms.md` (experiments/term_norms.py),
+the mean task path length), `terms.md` (experiments/term_norms.py), `preactivation-M.md` per
+method (experiments/preactivation_shift.py),
 `summary.md` (the meta-training table, the stages' wall times), and for each evaluation E
 `E.md`, `E-transfer.png` and `E-curves.csv` (every run's binned return curve, what the AUCs are
 computed from; the raw per-episode curves.csv stays in OUT); `stages.log` is copied. With
@@ -31,6 +32,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from atari_report import meta_scalars  # noqa: E402
+from preactivation_shift import main as preactivation_shift  # noqa: E402
 from term_norms import main as term_norms  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the checkout's leap_ray
@@ -121,6 +123,10 @@ def main(argv: list[str] | None = None) -> int:
         writer.writeheader()
         writer.writerows(table)
     term_norms([*map(str, runs), "--markdown", str(args.results / "terms.md")])
+    for method in args.methods:
+        table_file = args.results / f"preactivation-{method}.md"
+        preactivation_shift([str(args.out / method), "--every", str(args.every), "--markdown",
+                             str(table_file)])  # fmt: skip
     last = {m: max((r["meta_step"] for r in table if r["method"] == m), default=0) for m in scalars}
     shown = [
         {
