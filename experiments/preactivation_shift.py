@@ -23,20 +23,23 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the checkout's leap_ray
-from leap_ray.checkpoint import checkpoint_encoder, list_checkpoints, load_checkpoint  # noqa: E402
+from leap_ray.checkpoint import (  # noqa: E402
+    checkpoint_encoder,
+    list_checkpoints,
+    load_checkpoint,
+    meta_step_of,
+)
 from leap_ray.config import config_from_dict  # noqa: E402
 from leap_ray.controls import perturbed_like  # noqa: E402
 from leap_ray.curves import markdown_table  # noqa: E402
 from leap_ray.learners import learner_for  # noqa: E402
-from leap_ray.learners.a2c.networks import make_encoder  # noqa: E402
+from leap_ray.learners.a2c import encoder_holding  # noqa: E402
 
 
 @torch.no_grad()
 def preactivations(cfg, init: dict[str, np.ndarray], frames: np.ndarray) -> np.ndarray:
     """The fc layer's output before its ReLU, [frames, units]."""
-    with torch.random.fork_rng(devices=[]):
-        encoder = make_encoder(cfg.a2c.encoder, tuple(frames.shape[1:]))
-    encoder.load_state_dict({name: torch.tensor(value) for name, value in init.items()})
+    encoder = encoder_holding(cfg, init, tuple(frames.shape[1:]))
     return encoder.fc(encoder.trunk(torch.from_numpy(frames))).numpy()
 
 
@@ -63,16 +66,17 @@ def main(argv: list[str] | None = None) -> int:
     if not paths:
         print(f"error: no checkpoint under {args.run}", file=sys.stderr)
         return 2
-    states = {int(p.name[11:17]): p for p in paths}
+    states = {meta_step_of(p): p for p in paths}
     if 0 not in states:
         print(f"error: {args.run} keeps no meta_step-0 checkpoint (theta_0)", file=sys.stderr)
         return 2
-    cfg = config_from_dict(load_checkpoint(states[0])["config"])
+    first = load_checkpoint(states[0])
+    cfg = config_from_dict(first["config"])
     if cfg.learner != "a2c" or cfg.a2c.encoder == "mlp":
         print(f"error: {args.run} is not an A2C run with a conv encoder", file=sys.stderr)
         return 2
     frames = learner_for(cfg).probe_observations(cfg, tuple(cfg.env.held_out))
-    theta_0 = checkpoint_encoder(load_checkpoint(states[0]), str(states[0]))
+    theta_0 = checkpoint_encoder(first, str(states[0]))
     z0 = preactivations(cfg, theta_0, frames)
     rows = [shift_row("theta_0", z0, z0)]
     last = max(states)

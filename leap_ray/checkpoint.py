@@ -128,6 +128,11 @@ def list_checkpoints(run_dir: str | Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if PATTERN.match(p.name))
 
 
+def meta_step_of(path: str | Path) -> int:
+    """The meta_step a checkpoint file's name carries."""
+    return int(PATTERN.match(Path(path).name).group(1))
+
+
 def pick_checkpoint(run_dir: str | Path, meta_step: int | None, command: str) -> Path:
     """The run's newest checkpoint, or the one of `meta_step`; one-line errors that name
     `command` otherwise."""
@@ -141,7 +146,7 @@ def pick_checkpoint(run_dir: str | Path, meta_step: int | None, command: str) ->
         return found[-1]
     path = checkpoint_dir(run_dir) / f"checkpoint-{meta_step:06d}.pt"
     if path not in found:
-        kept = ", ".join(str(int(p.stem.split("-")[1])) for p in found)
+        kept = ", ".join(str(meta_step_of(p)) for p in found)
         raise ConfigError(
             f"{command}: {str(run_dir)!r} has no checkpoint of meta_step {meta_step} (kept: {kept})"
         )

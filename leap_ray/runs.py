@@ -75,9 +75,10 @@ def fresh_run_dir(path: str | Path, what: str, hint: str = "") -> Path:
 
 def write_atomically(path: str | Path, *chunks: bytes | str) -> None:
     """Replace `path` with the chunks, whole or not at all: a reader (a resume, a report) never
-    sees half a file, and a failed write (a full disk) leaves the old file and no temporary."""
+    sees half a file, and a failed write (a full disk) leaves the old file and no temporary.
+    The temporary is named for this process, so two writers of one path never share it."""
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     try:
         with open(tmp, "wb") as f:
             for chunk in chunks:

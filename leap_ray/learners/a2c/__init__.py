@@ -27,6 +27,14 @@ def load_encoder(model: ActorCritic, init: Encoder) -> None:
     model.encoder.load_state_dict({name: torch.tensor(value) for name, value in init.items()})
 
 
+def encoder_holding(cfg: Config, init: Encoder, observation_shape: tuple[int, ...]):
+    """A stand-alone encoder with `init`'s values, for probing it on observations."""
+    with torch.random.fork_rng(devices=[]):  # its random init is overwritten at once
+        encoder = make_encoder(cfg.a2c.encoder, observation_shape)
+    encoder.load_state_dict({name: torch.tensor(value) for name, value in init.items()})
+    return encoder
+
+
 class A2C:
     name = "a2c"
     needs_ray = False
@@ -70,10 +78,7 @@ class A2C:
 
     @torch.no_grad()
     def unit_activity(self, cfg: Config, init: Encoder, observations) -> dict[str, float]:
-        shape = tuple(observations.shape[1:])
-        with torch.random.fork_rng(devices=[]):  # its random init is overwritten at once
-            encoder = make_encoder(cfg.a2c.encoder, shape)
-        encoder.load_state_dict({name: torch.tensor(value) for name, value in init.items()})
+        encoder = encoder_holding(cfg, init, tuple(observations.shape[1:]))
         features = encoder(torch.from_numpy(observations))  # [B, F]
         active = features > 0
         return {
