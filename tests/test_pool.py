@@ -22,6 +22,10 @@ class Doubler:
             raise ValueError("a bad job")
         return 2 * x
 
+    def ask(self, peer):
+        """What a task worker does when it streams to the server."""
+        return ray.get(peer.double.remote(0))
+
 
 def drain(pool, jobs):
     """Runs `jobs` through the pool; returns {job: outcome}."""
@@ -51,6 +55,22 @@ def test_results_deaths_and_errors(ray_session):
         pool.wait(timeout=5)
     assert drain(pool, [5, 6])[6].result == 12
     assert len(pool.nodes) == 1
+
+
+def test_a_job_whose_peer_died_is_an_error_on_a_live_worker(ray_session):
+    """The call raised an ActorDiedError about another actor: the worker is not the one that
+    died, so it is neither replaced nor its job called lost (the driver then asks whether the
+    server is alive)."""
+    peer = Doubler.remote()
+    with pytest.raises(ray.exceptions.RayActorError):
+        ray.get(peer.double.remote("die"))
+    pool = WorkerPool(Doubler.remote, 1, needs="0.1 CPU")
+    while pool.idle < 1:
+        pool.wait(timeout=5)
+    pool.run("ask", lambda worker: worker.ask.remote(peer))
+    (outcome,) = pool.wait(timeout=30)
+    assert not outcome.lost and isinstance(outcome.error, ray.exceptions.RayActorError)
+    assert pool.idle == 1 and drain(pool, [7])[7].result == 14  # the same worker, reused
 
 
 def test_a_pool_whose_workers_cannot_start_says_so(ray_session):

@@ -8,6 +8,7 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from leap_ray.checkpoint import list_checkpoints, load_checkpoint
+from leap_ray.config import load_config
 from leap_ray.driver import train
 from leap_ray.learners import initial_encoder
 from leap_ray.learners.a2c.learning import make_learner
@@ -29,8 +30,16 @@ def final_init(run_dir: Path) -> dict[str, torch.Tensor]:
     return load_checkpoint(run_dir)["meta_init"]["init"]
 
 
-def test_smoke_two_meta_steps_end_to_end(smoke_config):
-    run_dir = train(smoke_config("logging.run_name=smoke"))
+@pytest.fixture(scope="module")
+def smoke_run(ray_session, tmp_path_factory) -> Path:
+    """configs/smoke.yaml's 2 meta_steps, uninterrupted: read by the end-to-end test and the
+    reference of the resume test."""
+    logdir = tmp_path_factory.mktemp("smoke")
+    return train(load_config("configs/smoke.yaml", [f"logging.logdir={logdir}"]))
+
+
+def test_smoke_two_meta_steps_end_to_end(smoke_run, smoke_config):
+    run_dir = smoke_run
     checkpoint = load_checkpoint(run_dir)
     assert checkpoint["meta_step"] == 2 and checkpoint["meta_init"]["version"] == 2
     ledger = checkpoint["ledger"]
@@ -91,8 +100,8 @@ def test_server_result_equals_in_process_sum(smoke_config):
         )
 
 
-def test_resume_is_bit_identical_and_finishes(smoke_config, tmp_path):
-    full = train(smoke_config("logging.run_name=full"))  # smoke.yaml: 2 meta_steps
+def test_resume_is_bit_identical_and_finishes(smoke_run, smoke_config, tmp_path):
+    full = smoke_run  # smoke.yaml: 2 meta_steps
     first = train(smoke_config("logging.run_name=split", "meta.meta_steps=1"))
     saved = load_checkpoint(first)
     from leap_ray.config import config_from_dict
@@ -177,8 +186,6 @@ def test_async_run_applies_every_k_tasks_within_the_staleness_bound(smoke_config
 
 def test_the_v5_protocol_config_trains_end_to_end(tmp_path):
     """configs/atari_v5.yaml at smoke scale: sticky actions, 18 actions, no life-loss signal."""
-    from leap_ray.config import load_config
-
     scale = [
         "env.games=[Pong, MsPacman]",
         "env.num_envs=4",

@@ -1,7 +1,8 @@
 """Task-worker actors kept busy with one call each (`ray.wait` over {ref: (worker, job)}): the
 plumbing that meta-training (`driver.Dispatcher`) and evaluation share. A worker that dies (node
 lost, OOM, SIGKILL) is killed for good and replaced, and its job comes back `lost`; a call that
-raises comes back with its error and its worker is reused. Whether and how a job runs again is
+raises comes back with its error and its worker is reused, also when that error says another
+actor it called died (the caller asks which). Whether and how a job runs again is
 the caller's decision. A worker that has not started gets no job, so a cluster smaller than the
 pool still finishes; a pool none of whose workers starts within `start_timeout_s` is an error.
 """
@@ -99,13 +100,13 @@ class WorkerPool:
         worker, job = self._running.pop(ref)
         try:
             result = ray.get(ref)
+        except RayTaskError as error:  # first: the task raised, though its error may be a
+            self._idle.append(worker)  # RayActorError too (the server it talked to died)
+            return Outcome(job, error=error)
         except RayActorError:
             ray.kill(worker, no_restart=True)
             self._start()
             return Outcome(job, lost=True)
-        except RayTaskError as error:
-            self._idle.append(worker)
-            return Outcome(job, error=error)
         self._idle.append(worker)
         return Outcome(job, result)
 

@@ -108,8 +108,15 @@ class TaskWorker:
         started_at = time.time()
         prefix = f"task/{spec.task_id:05d}-{spec.game}/"
         rows: list[tuple[str, int, float]] = []
-        acks: list = []  # the server's answers to this task's chunks
+        acks: list = []  # the server's answers to this task's chunks, in order
         sent: list = []  # the sink's receipts of its telemetry
+        unread: list = []  # of both, those not yet seen to have arrived
+
+        def read_arrived() -> None:
+            """A dead server or sink answers with its error as soon as Ray knows: the task
+            stops at its next chunk instead of training to its end for nothing."""
+            done, unread[:] = ray.wait(unread, num_returns=len(unread), timeout=0)
+            ray.get(done)
 
         def on_log(env_step: int, values: dict[str, float]) -> None:
             rows.extend((prefix + tag, env_step, value) for tag, value in values.items())
@@ -117,14 +124,17 @@ class TaskWorker:
         def send_rows() -> None:
             if rows:
                 sent.append(self.sink.write.remote(list(rows)))
+                unread.append(sent[-1])
                 rows.clear()
 
         def on_partial(partial) -> None:
+            read_arrived()
             final = partial.num_tasks == 1
             message = PartialMessage(
                 spec.task_id, spec.attempt, len(acks), final, partial.to_numpy()
             )
             acks.append(self.server.push.remote(message))
+            unread.append(acks[-1])
             send_rows()
 
         summary = learner_for(self.cfg).run_meta_task(self.cfg, spec, init, on_partial, on_log)
