@@ -157,27 +157,31 @@ def test_a_driver_killed_before_its_first_meta_step_resumes_bit_identical(refere
     assert_the_uninterrupted_init(reference_run, final)
 
 
-@pytest.mark.parametrize(
-    "sig, sigint_ignored",
-    [(signal.SIGINT, False), (signal.SIGTERM, False), (signal.SIGINT, True)],
-    ids=["ctrl-c", "sigterm", "ctrl-c-to-a-background-job"],
-)
-def test_a_stop_signal_checkpoints_and_says_how_to_resume(tmp_path, sig, sigint_ignored):
+def assert_stopped_as_promised(proc, sig, log, run_dir) -> None:
+    """Signal `proc`: exit 128 + signal with its local Ray ended, a checkpoint, and the line
+    that says how to resume."""
+    os.kill(proc.pid, sig)
+    assert proc.wait(timeout=120) == 128 + sig, log.read_text()[-3000:]
+    wait_for(lambda: not group_alive(proc.pid), 30, "the driver's local Ray to end")
+    text = log.read_text()
+    assert f"stopped by {signal.Signals(sig).name} at meta_step" in text, text[-3000:]
+    assert f"continue with: python -m leap_ray train --resume {run_dir}" in text
+    assert "Traceback" not in text
+    assert list_checkpoints(run_dir)
+
+
+@pytest.mark.parametrize("sigint_ignored", [False, True], ids=["ctrl-c", "to-a-background-job"])
+def test_ctrl_c_checkpoints_and_says_how_to_resume(tmp_path, sigint_ignored):
+    """SIGINT, also to a job a shell started in the background with SIGINT ignored; SIGTERM is
+    `test_a_local_run_serves_nothing_without_the_token`'s end."""
     log = tmp_path / "cli.log"
     args = smoke_args(tmp_path, "stopped", "meta.meta_steps=50")
     proc = start_cli(*args, log=log, sigint_ignored=sigint_ignored)
     try:
         wait_for(lambda: running_task_workers(proc.pid), 120, "a running task")
-        os.kill(proc.pid, sig)
-        assert proc.wait(timeout=120) == 128 + sig, log.read_text()[-3000:]
-        wait_for(lambda: not group_alive(proc.pid), 30, "the driver's local Ray to end")
+        assert_stopped_as_promised(proc, signal.SIGINT, log, tmp_path / "stopped")
     finally:
         end_tree(proc)
-    text = log.read_text()
-    assert f"stopped by {signal.Signals(sig).name} at meta_step" in text, text[-3000:]
-    assert f"continue with: python -m leap_ray train --resume {tmp_path / 'stopped'}" in text
-    assert list_checkpoints(tmp_path / "stopped")
-    assert "Traceback" not in text
 
 
 def test_ray_init_leaves_a_commands_stop_handler_in_place():
@@ -534,7 +538,7 @@ def test_a_local_run_serves_nothing_without_the_token(tmp_path):
     none answers a plain HTTP request but the Prometheus exporters of Ray's dashboard head and
     autoscaler monitor (fixed ports 44227 and 44217, no switch in Ray 2.60; on 0.0.0.0 before
     the run was held to loopback); the rest are Ray's gRPC servers, which need the session's
-    token."""
+    token. Then SIGTERM stops it as ctrl-c does."""
     import http.client
     import urllib.error
     import urllib.request
@@ -564,9 +568,8 @@ def test_a_local_run_serves_nothing_without_the_token(tmp_path):
         exporters = ("ray/dashboard/dashboard.py", "ray/autoscaler/_private/monitor.py")
         unknown = [entry for entry in answered if not entry[2].endswith(exporters)]
         assert not unknown, unknown
+        assert_stopped_as_promised(proc, signal.SIGTERM, log, tmp_path / "ports")
     finally:
-        os.kill(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=120)
         end_tree(proc)
 
 
