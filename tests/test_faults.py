@@ -439,7 +439,8 @@ def _task_ids(run_dir) -> list[int]:
 
 def test_server_death_is_one_line_with_the_resume_command(tmp_path):
     log = tmp_path / "cli.log"
-    proc = start_cli(*smoke_args(tmp_path, "lost", "meta.meta_steps=1"), log=log)
+    short = ["meta.meta_steps=1", "a2c.steps_per_task=200", "meta.stream_every=4"]  # smoke's
+    proc = start_cli(*smoke_args(tmp_path, "lost", *short), log=log)
     try:
         wait_for(lambda: running_task_workers(proc.pid), 120, "a running task")
         server = next(p for p in descendants(proc.pid) if "ParameterServer" in cmdline(p))
