@@ -604,3 +604,44 @@ def test_a_task_that_raises_is_re_run_and_counted_once(smoke_config, monkeypatch
     }
     rows = [json.loads(line) for line in (run_dir / "tasks.jsonl").open()]
     assert sorted((r["task_id"], r["attempt"]) for r in rows) == [(0, 0), (1, 1), (2, 0), (3, 0)]
+
+
+@ray.remote(num_cpus=0)
+class DeadServer:
+    def push(self, message) -> tuple[bool, str]:
+        return True, ""
+
+
+@pytest.mark.usefixtures("ray_session")
+def test_a_task_stops_at_its_next_chunk_once_the_server_is_gone(smoke_config, monkeypatch):
+    """A worker streaming to a dead server stops at the chunk after the failed one arrives,
+    not after all its updates: of the task's 100 chunks only the first few are made."""
+    import leap_ray.distributed.worker as worker_module
+    from leap_ray.distributed.launch import make_sink
+    from leap_ray.learners import initial_encoder
+    from leap_ray.suites import training_games
+    from leap_ray.tasks import TaskSpec
+
+    made = []
+    learner_for = worker_module.learner_for
+
+    class CountingLearner:
+        def __init__(self, cfg):
+            self.learner = learner_for(cfg)
+
+        def run_meta_task(self, cfg, spec, init, on_partial, on_log):
+            def counted(partial):
+                made.append(partial)
+                on_partial(partial)
+
+            return self.learner.run_meta_task(cfg, spec, init, counted, on_log)
+
+    monkeypatch.setattr(worker_module, "learner_for", CountingLearner)
+    cfg = smoke_config("a2c.steps_per_task=2000", "meta.stream_every=1")  # 100 chunks
+    server = DeadServer.remote()
+    ray.kill(server, no_restart=True)
+    worker = TaskWorker(cfg, server, make_sink())  # in this process: the task runs here
+    init = initial_encoder(cfg, training_games(cfg.env))
+    with pytest.raises(ray.exceptions.RayActorError):
+        worker.run_task(TaskSpec(0, 0, "Pong", 1, cfg.a2c.steps_per_task, 0), init)
+    assert 2 <= len(made) < 10, len(made)
