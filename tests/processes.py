@@ -92,10 +92,13 @@ def wait_for(predicate, timeout: float, what: str, interval: float = 0.2):
     raise TimeoutError(f"timed out after {timeout} s waiting for {what}")
 
 
-def end_tree(proc: subprocess.Popen, timeout: float = 20) -> None:
-    """SIGTERM then SIGKILL the child's process group and anything below it that escaped it."""
+def end_tree(
+    proc: subprocess.Popen, timeout: float = 20, signals=(signal.SIGTERM, signal.SIGKILL)
+) -> None:
+    """SIGTERM then SIGKILL (or `signals` in turn) the child's process group, then SIGKILL
+    anything below it that escaped it."""
     below = descendants(proc.pid)
-    for sig in (signal.SIGTERM, signal.SIGKILL):
+    for sig in signals:
         try:
             os.killpg(proc.pid, sig)
         except ProcessLookupError:

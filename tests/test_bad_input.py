@@ -163,7 +163,6 @@ def test_the_log_directory_check_leaves_nothing_behind(tmp_path):
 
 
 def test_train_task_seed_shares_the_config_fields_validation(capsys):
-
     assert main(["train-task", "--game", "Pong", "--steps", "10", "--seed", "-1"]) == 2
     assert "meta.seed: must be >= 0, got -1" in capsys.readouterr().err
     assert main(["train-task", "--config", "configs/smoke.yaml", "--set", "meta.seed=-1",
