@@ -6,9 +6,11 @@
 # env_steps. Stages, each about two hours on 2 cores (the box runs ~1,450 env_steps/s):
 #   1. leap       64 learning processes of 150k env_steps (9.6M)
 #   2. reptile    the same tasks and seeds
-#   3. finetune   one encoder through the 25 pool games in turn, 384k env_steps each (9.6M)
 #   perturbed     the control: theta_0 moved as far as Leap moved each tensor (seconds)
-#   4. eval       5 methods x 2 games x 5 seeds x 200k env_steps (10M), with videos
+#   3. eval       4 methods (leap, reptile, perturbed, random) x 2 games x 5 seeds x 200k
+#                 env_steps (8M), with videos: the answer to "does Leap transfer" comes first
+#   4. finetune   one encoder through the 25 pool games in turn, 384k env_steps each (9.6M)
+#   eval-finetune the same evaluation resumed with finetune added: its 10 runs (2M), the rest kept
 #
 #   experiments/atari_rerun.sh              # the experiment (about 8 hours)
 #   QUICK=1 experiments/atari_rerun.sh      # the same commands at toy scale (minutes)
@@ -43,16 +45,18 @@ main() {
 
     stage leap train_stage leap
     stage reptile train_stage reptile --set meta.algorithm=reptile
-    stage finetune resumable "$OUT/finetune" "$PY" -m leap_ray finetune "${COMMON[@]}" \
-        --set a2c.torch_threads=2 --steps-per-game "$FINETUNE_STEPS" --out "$OUT/finetune"
     # --after leap: the run's newest checkpoint is its last, the one perturb takes
     stage perturbed --after leap "$PY" -m leap_ray perturb "$OUT/leap" --seed 0 \
         --out "$OUT/leap-perturbed"
-    stage eval --after "leap reptile finetune perturbed" resumable "$OUT/eval" \
-        "$PY" -m leap_ray evaluate --init "leap:$OUT/leap" \
-        --baseline "reptile:$OUT/reptile" --baseline "finetune:$OUT/finetune" \
-        --baseline "perturbed:$OUT/leap-perturbed" --baseline random --steps "$EVAL_STEPS" \
-        --seeds "$SEEDS" --video --out "$OUT/eval"
+    EVAL=("$PY" -m leap_ray evaluate --init "leap:$OUT/leap" --baseline "reptile:$OUT/reptile"
+        --baseline "perturbed:$OUT/leap-perturbed" --baseline random --steps "$EVAL_STEPS"
+        --seeds "$SEEDS" --video --out "$OUT/eval")
+    stage eval --after "leap reptile perturbed" resumable "$OUT/eval" "${EVAL[@]}"
+    stage finetune resumable "$OUT/finetune" "$PY" -m leap_ray finetune "${COMMON[@]}" \
+        --set a2c.torch_threads=2 --steps-per-game "$FINETUNE_STEPS" --out "$OUT/finetune"
+    # a resume may add a method: the finished runs of the other four are kept
+    stage eval-finetune --after "eval finetune" "${EVAL[@]}" \
+        --baseline "finetune:$OUT/finetune" --resume
     if [[ -z "${STAGES:-}" ]]; then  # every stage has run (a run with STAGES writes none)
         "$PY" experiments/study_report.py "$OUT" --methods leap reptile --evals eval \
             --title "Atari rerun" --every 2 --results "$RESULTS"
