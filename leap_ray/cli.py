@@ -126,7 +126,8 @@ def _add_evaluate_parsers(sub) -> None:
     ev.add_argument(
         "--resume",
         action="store_true",
-        help="continue the stopped evaluation in --out (same arguments): finished runs are kept",
+        help="continue the evaluation in --out (same arguments, or more --baseline): finished "
+        "runs are kept",
     )
     ev.add_argument(
         "--video",

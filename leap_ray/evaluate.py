@@ -279,19 +279,31 @@ def save_run(plan: EvalPlan, job: EvalJob, result: dict) -> None:
 
 
 def finished_runs(plan: EvalPlan) -> dict[EvalJob, dict]:
-    """The runs a stopped evaluation finished; refuses one whose plan differs from this one."""
+    """The runs a stopped (or finished) evaluation made; refuses one whose plan differs from this
+    one except by added methods: a run depends only on its own method, game, seed, steps and
+    config, so a baseline finished later (finetuning, say) joins without redoing the others."""
     record_path = plan.out / "plan.json"
-    record = plan_record(plan)
+    record = json.loads(json.dumps(plan_record(plan)))  # as read back: lists, not tuples
     if not record_path.exists():
         write_atomically(record_path, json.dumps(record, indent=2))
         return {}
     saved = json.loads(record_path.read_text())
-    changed = sorted(key for key in record if saved.get(key) != json.loads(json.dumps(record[key])))
+    changed = sorted(key for key in record if key != "methods" and saved.get(key) != record[key])
+    changed += [
+        f"method {name}"
+        for name, method in saved["methods"].items()
+        if record["methods"].get(name) != method
+    ]
     if changed:
         raise ConfigError(
             f"{plan.out} evaluated another plan (differs in: {', '.join(changed)}); "
-            "resume with the same --init, --baseline, --games, --steps, --seeds and config"
+            "resume with the same --init, --baseline, --games, --steps, --seeds and config "
+            "(adding a --baseline is allowed)"
         )
+    added = [name for name in record["methods"] if name not in saved["methods"]]
+    if added:
+        print(f"adding {', '.join(added)}: the finished runs of the other methods are kept")
+        write_atomically(record_path, json.dumps(record, indent=2))
     results = {}
     for job in jobs(plan):
         path = _run_file(plan, job)

@@ -361,6 +361,31 @@ def test_finetune_and_evaluate_resume_where_they_stopped(
             (m, g, str(s)) for m in ("leap", "random") for g in FAMILY for s in (0, 1)
         }
 
+    # a finished evaluation takes a baseline finished later; its other runs are not redone
+    finetuned = ["--baseline", f"finetune:{tmp_path / 'whole'}"]
+    before = contents(out)
+    for changed, what in (
+        (
+            ["evaluate", "--init", str(stopped), *ev_args[3:]],
+            "method leap",
+        ),  # other weights, same name
+        ([*ev_args[:3], *ev_args[5:], *finetuned], "method random"),  # random dropped
+    ):
+        assert main([*changed, "--resume"]) == 2
+        assert f"differs in: {what}" in capsys.readouterr().err
+        assert contents(out) == before
+    assert main([*ev_args, *finetuned, "--resume"]) == 0
+    assert "adding finetune: the finished runs of the other methods are kept" in (
+        capsys.readouterr().out
+    )
+    grown = {path.name: path.read_text() for path in (out / "runs").iterdir()}
+    assert len(grown) == 3 * 2 * 2 and all(grown[name] == text for name, text in runs.items())
+    with open(out / "curves.csv") as f:
+        assert {r["method"] for r in csv.DictReader(f)} == {"leap", "finetune", "random"}
+    assert "finetune" in (out / "summary.md").read_text()
+    assert main([*ev_args, *finetuned, "--resume"]) == 0  # the grown plan resumes as itself
+    assert "resuming: 12 of 12 runs finished before" in capsys.readouterr().out
+
 
 # -- the stop contract: keep what is finished, say how to continue, exit 128 + signal ----------
 def stop_and_continue(tmp_path, args: list[str], saved, sig: int) -> str:
