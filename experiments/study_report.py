@@ -13,7 +13,8 @@ the mean task path length), `terms.md` (experiments/term_norms.py), `preactivati
 method (experiments/preactivation_shift.py),
 `summary.md` (the meta-training table, the stages' wall times), and for each evaluation E
 `E.md`, `E-transfer.png` and `E-curves.csv` (every run's binned return curve, what the AUCs are
-computed from; the raw per-episode curves.csv stays in OUT); `stages.log` is copied. With
+computed from; the raw per-episode curves.csv stays in OUT) and `E-videos/` (its `--video`
+GIFs, if any); `stages.log` is copied. With
 `--evals` and nothing after it, the record of the meta-training stages finished so far.
 """
 
@@ -147,6 +148,9 @@ def main(argv: list[str] | None = None) -> int:
         shutil.copy(folder / "summary.md", args.results / f"{evaluation}.md")
         shutil.copy(folder / "transfer.png", args.results / f"{evaluation}-transfer.png")
         binned_curves(folder, args.results / f"{evaluation}-curves.csv")
+        for video in sorted((folder / "videos").glob("*.gif")):  # evaluate --video, tens of kB
+            (args.results / f"{evaluation}-videos").mkdir(exist_ok=True)
+            shutil.copy(video, args.results / f"{evaluation}-videos" / video.name)
     stages = args.out / "stages.log"
     if stages.is_file():
         shutil.copy(stages, args.results / "stages.log")
