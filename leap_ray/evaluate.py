@@ -455,9 +455,13 @@ def _evaluate(plan: EvalPlan, address: str | None, command: str) -> Path:
             print(f"resuming: {len(finished)} of {len(jobs(plan))} runs finished before")
         results = run_jobs(plan, address, finished, lambda job, r: save_run(plan, job, r))
         write_outputs(plan, results, logger)
-        env_steps = sum(r["env_steps"] for r in results.values())
+        made = [r for job, r in results.items() if job not in finished]  # a resume's own work
+        env_steps = sum(r["env_steps"] for r in made)
         seconds = time.monotonic() - start
-        print(f"done: {len(results)} runs, {env_steps} env_steps in {seconds:.0f} s; {plan.out}")
+        print(
+            f"done: {len(results)} runs ({len(made)} now: {env_steps} env_steps in "
+            f"{seconds:.0f} s); {plan.out}"
+        )
         success = True
     finally:
         logger.close(success)

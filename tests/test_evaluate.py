@@ -84,6 +84,10 @@ def test_rows_and_paired_differences_by_hand():
     (pair,) = curves.paired_rows(x, runs)
     assert pair["pair"] == "leap − random" and pair["seeds"] == "2"
     assert pair["Δ AUC"] == "2.0 ± 1.0"  # per seed 1 - 0 and 5 - 2: mean 2, std sqrt(2)
+    small = {"a": {0: np.full(2, 1.6), 1: np.full(2, 1.74)}}  # s.e. 0.07: two digits of it
+    assert curves.game_rows(x, small, None)[0]["AUC (return)"] == "1.670 ± 0.070"
+    large = {"a": {0: np.full(2, 150.0), 1: np.full(2, 175.6)}}  # s.e. 12.8: one decimal
+    assert curves.game_rows(x, large, None)[0]["AUC (return)"] == "162.8 ± 12.8"
 
 
 def test_figure_has_one_panel_per_game():
@@ -384,7 +388,9 @@ def test_finetune_and_evaluate_resume_where_they_stopped(
         assert {r["method"] for r in csv.DictReader(f)} == {"leap", "finetune", "random"}
     assert "finetune" in (out / "summary.md").read_text()
     assert main([*ev_args, *finetuned, "--resume"]) == 0  # the grown plan resumes as itself
-    assert "resuming: 12 of 12 runs finished before" in capsys.readouterr().out
+    out_text = capsys.readouterr().out
+    assert "resuming: 12 of 12 runs finished before" in out_text
+    assert "done: 12 runs (0 now: 0 env_steps in" in out_text
 
 
 # -- the stop contract: keep what is finished, say how to continue, exit 128 + signal ----------
