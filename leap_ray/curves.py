@@ -81,6 +81,17 @@ def mean_stderr(values: Sequence[float]) -> tuple[float, float]:
     return float(values.mean()), float(values.std(ddof=1) / math.sqrt(len(values)))
 
 
+def bootstrap_interval(values: Sequence[float], reps: int = 10_000) -> tuple[float, float]:
+    """Percentile-bootstrap 95% interval of the mean, the values resampled with replacement
+    (seeded: a summary reads the same every time it is written); NaNs below two values."""
+    values = np.asarray(values, dtype=float)
+    if len(values) < 2:
+        return math.nan, math.nan
+    means = np.random.default_rng(0).choice(values, (reps, len(values))).mean(axis=1)
+    low, high = np.percentile(means, [2.5, 97.5])
+    return float(low), float(high)
+
+
 def error_auc(x: np.ndarray, y: np.ndarray, max_return: float) -> float:
     """AUC of the "training error" 1 - return / max_return (lower is better), for tasks whose
     best return is known (CartPole: one point per step up to the time limit)."""
@@ -91,15 +102,27 @@ def error_auc(x: np.ndarray, y: np.ndarray, max_return: float) -> float:
 Curves = Mapping[str, Mapping[int, np.ndarray]]  # method -> seed -> binned curve [num_bins]
 
 
+def _places(err: float) -> int:
+    """Decimals that show the error to two significant digits, at least one."""
+    return max(1, 1 - math.floor(math.log10(err))) if err > 0 else 1
+
+
 def _fmt(mean: float, err: float) -> str:
-    """The error to two significant digits (at least one decimal) and the mean to the same
-    place: a Breakout AUC of 1.61 ± 0.07 must not print as 1.6 ± 0.1."""
+    """The mean to the error's place: a Breakout AUC of 1.61 ± 0.07 must not print as 1.6 ± 0.1."""
     if math.isnan(mean):
         return "n/a"
     if math.isnan(err):
         return f"{mean:.1f}"
-    places = max(1, 1 - math.floor(math.log10(err))) if err > 0 else 1
+    places = _places(err)
     return f"{mean:.{places}f} ± {err:.{places}f}"
+
+
+def _interval(values: Sequence[float]) -> str:
+    low, high = bootstrap_interval(values)
+    if math.isnan(low):
+        return "n/a"
+    places = _places(mean_stderr(values)[1])
+    return f"[{low:.{places}f}, {high:.{places}f}]"
 
 
 def _finished(by_seed: Mapping[int, np.ndarray]) -> dict[int, np.ndarray]:
@@ -134,11 +157,13 @@ def paired_rows(x: np.ndarray, curves: Curves) -> list[dict[str, str]]:
         for b in methods[i + 1 :]:
             ca, cb = _finished(curves[a]), _finished(curves[b])
             seeds = [s for s in ca if s in cb]
+            auc_diffs = [auc(x, ca[s]) - auc(x, cb[s]) for s in seeds]
             rows.append(
                 {
                     "pair": f"{a} − {b}",
                     "seeds": str(len(seeds)),
-                    "Δ AUC": _fmt(*mean_stderr([auc(x, ca[s]) - auc(x, cb[s]) for s in seeds])),
+                    "Δ AUC": _fmt(*mean_stderr(auc_diffs)),
+                    "Δ AUC 95% CI": _interval(auc_diffs),
                     "Δ final return": _fmt(
                         *mean_stderr([final_value(ca[s]) - final_value(cb[s]) for s in seeds])
                     ),
@@ -161,7 +186,8 @@ LEGEND = (
     "best return is known, e.g. the CartPole family): AUC of 1 - return / max_return, a "
     "lower-is-better reading of the paper's training-error AUC. *seeds*: runs with a finished "
     "episode / runs. *Paired differences*: per seed, then averaged; every method ran the same "
-    "seeds (same environments and head initialization), so only the encoder differs."
+    "seeds (same environments and head initialization), so only the encoder differs; their "
+    "95% CI is a percentile bootstrap over the seeds (10,000 resamples)."
 )
 
 

@@ -84,6 +84,10 @@ def test_rows_and_paired_differences_by_hand():
     (pair,) = curves.paired_rows(x, runs)
     assert pair["pair"] == "leap − random" and pair["seeds"] == "2"
     assert pair["Δ AUC"] == "2.0 ± 1.0"  # per seed 1 - 0 and 5 - 2: mean 2, std sqrt(2)
+    assert pair["Δ AUC 95% CI"] == "[1.0, 3.0]"  # resamples of (1, 3): means 1, 2 or 3
+    low, high = curves.bootstrap_interval([-0.72, -0.74, -0.75, -0.66, -0.14])
+    assert -0.75 <= low < -0.6 < high <= -0.14  # inside the values' range, around their mean
+    assert math.isnan(curves.bootstrap_interval([1.0])[0])
     small = {"a": {0: np.full(2, 1.6), 1: np.full(2, 1.74)}}  # s.e. 0.07: two digits of it
     assert curves.game_rows(x, small, None)[0]["AUC (return)"] == "1.670 ± 0.070"
     large = {"a": {0: np.full(2, 150.0), 1: np.full(2, 175.6)}}  # s.e. 12.8: one decimal
