@@ -103,8 +103,9 @@ Curves = Mapping[str, Mapping[int, np.ndarray]]  # method -> seed -> binned curv
 
 
 def _places(err: float) -> int:
-    """Decimals that show the error to two significant digits, at least one."""
-    return max(1, 1 - math.floor(math.log10(err))) if err > 0 else 1
+    """Decimals that show the error to two significant digits, at least one and at most six
+    (an error of float noise, 1e-16, must not print sixteen zeros)."""
+    return min(6, max(1, 1 - math.floor(math.log10(err)))) if err > 0 else 1
 
 
 def _fmt(mean: float, err: float) -> str:

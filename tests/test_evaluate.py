@@ -92,6 +92,8 @@ def test_rows_and_paired_differences_by_hand():
     assert curves.game_rows(x, small, None)[0]["AUC (return)"] == "1.670 ± 0.070"
     large = {"a": {0: np.full(2, 150.0), 1: np.full(2, 175.6)}}  # s.e. 12.8: one decimal
     assert curves.game_rows(x, large, None)[0]["AUC (return)"] == "162.8 ± 12.8"
+    noise = {"a": {0: np.full(2, 1.0), 1: np.full(2, 1.0 + 1e-15)}}  # identical but for rounding
+    assert curves.game_rows(x, noise, None)[0]["AUC (return)"] == "1.000000 ± 0.000000"
 
 
 def test_figure_has_one_panel_per_game():
