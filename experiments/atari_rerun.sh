@@ -3,16 +3,18 @@
 # before any run: Leap (the MinAtar sweep's learning rate, the loss term on the clipped gradient),
 # Reptile, multi-task finetuning with the same env_step budget, the perturbed control and a
 # random initialization, 5 paired seeds on the held-out Breakout and SpaceInvaders at 200k
-# env_steps. Stages, each about two hours on 2 cores (the box runs ~1,450 env_steps/s):
-#   1. leap       64 learning processes of 150k env_steps (9.6M)
-#   2. reptile    the same tasks and seeds
+# env_steps. Stages, with their wall times measured on 2 cores (EXPERIMENTS.md):
+#   1. leap       64 learning processes of 150k env_steps (9.6M), ~2.3 h
+#   2. reptile    the same tasks and seeds, ~2.3-2.5 h
 #   perturbed     the control: theta_0 moved as far as Leap moved each tensor (seconds)
 #   3. eval       4 methods (leap, reptile, perturbed, random) x 2 games x 5 seeds x 200k
-#                 env_steps (8M), with videos: the answer to "does Leap transfer" comes first
-#   4. finetune   one encoder through the 25 pool games in turn, 384k env_steps each (9.6M)
-#   eval-finetune the same evaluation resumed with finetune added: its 10 runs (2M), the rest kept
+#                 env_steps (8M), with videos, 1.6 h: the answer to "does Leap transfer" first
+#   4. finetune   one encoder through the 25 pool games in turn, 384k env_steps each (9.6M),
+#                 one process at ~1,050 env_steps/s: ~6 min a game, ~2.6 h
+#   eval-finetune the same evaluation resumed with finetune added: its 10 runs (2M), the rest
+#                 kept, ~0.4 h
 #
-#   experiments/atari_rerun.sh              # the experiment (about 8 hours)
+#   experiments/atari_rerun.sh              # the experiment (about 9.5 hours)
 #   QUICK=1 experiments/atari_rerun.sh      # the same commands at toy scale (minutes)
 #   STAGES="finetune" experiments/atari_rerun.sh   # only the stages named (experiments/stages.sh)
 #
