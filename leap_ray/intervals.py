@@ -30,11 +30,17 @@ def auc_scores(x: np.ndarray, by_game: Mapping[str, Curves], method: str) -> np.
 
 
 def _interval(scores: Mapping[str, np.ndarray], func) -> dict[str, tuple[float, float, float]]:
+    """rliable's StratifiedBootstrap draws its resamples from numpy's global generator, not
+    the `random_state` it is given, so that generator is seeded here (and put back after):
+    otherwise every summary written from the same runs had other intervals."""
     from rliable import library
 
-    points, intervals = library.get_interval_estimates(
-        dict(scores), func, reps=REPS, random_state=np.random.RandomState(SEED)
-    )
+    outside = np.random.get_state()
+    np.random.seed(SEED)
+    try:
+        points, intervals = library.get_interval_estimates(dict(scores), func, reps=REPS)
+    finally:
+        np.random.set_state(outside)
     return {
         k: (float(np.ravel(points[k])[0]), *map(float, np.ravel(intervals[k])[:2])) for k in points
     }
