@@ -148,8 +148,10 @@ def main(argv: list[str] | None = None) -> int:
         shutil.copy(folder / "summary.md", args.results / f"{evaluation}.md")
         shutil.copy(folder / "transfer.png", args.results / f"{evaluation}-transfer.png")
         binned_curves(folder, args.results / f"{evaluation}-curves.csv")
-        for video in sorted((folder / "videos").glob("*.gif")):  # evaluate --video, tens of kB
+        videos = sorted((folder / "videos").glob("*.gif"))  # evaluate --video, tens of kB each
+        if videos:
             (args.results / f"{evaluation}-videos").mkdir(exist_ok=True)
+        for video in videos:
             shutil.copy(video, args.results / f"{evaluation}-videos" / video.name)
     stages = args.out / "stages.log"
     if stages.is_file():

@@ -385,13 +385,9 @@ def test_finetune_and_evaluate_resume_where_they_stopped(
     # a finished evaluation takes a baseline finished later; its other runs are not redone
     finetuned = ["--baseline", f"finetune:{tmp_path / 'whole'}"]
     before = contents(out)
-    for changed, what in (
-        (
-            ["evaluate", "--init", str(stopped), *ev_args[3:]],
-            "method leap",
-        ),  # other weights, same name
-        ([*ev_args[:3], *ev_args[5:], *finetuned], "method random"),  # random dropped
-    ):
+    other_weights = ["evaluate", "--init", str(stopped), *ev_args[3:]]  # the same name, leap
+    random_dropped = [*ev_args[:3], *ev_args[5:], *finetuned]
+    for changed, what in ((other_weights, "method leap"), (random_dropped, "method random")):
         assert main([*changed, "--resume"]) == 2
         assert f"differs in: {what}" in capsys.readouterr().err
         assert contents(out) == before
