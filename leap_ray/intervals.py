@@ -31,19 +31,24 @@ def auc_scores(x: np.ndarray, by_game: Mapping[str, Curves], method: str) -> np.
 
 def _interval(scores: Mapping[str, np.ndarray], func) -> dict[str, tuple[float, float, float]]:
     """rliable's StratifiedBootstrap draws its resamples from numpy's global generator, not
-    the `random_state` it is given, so that generator is seeded here (and put back after):
-    otherwise every summary written from the same runs had other intervals."""
+    the `random_state` it is given, and one call over many methods draws them one after the
+    other. So each method gets its own call from the same seed (its interval depends on its
+    own runs only, not on which methods share the table), and the generator is put back."""
     from rliable import library
 
     outside = np.random.get_state()
-    np.random.seed(SEED)
+    estimates = {}
     try:
-        points, intervals = library.get_interval_estimates(dict(scores), func, reps=REPS)
+        for key, value in scores.items():
+            np.random.seed(SEED)
+            points, intervals = library.get_interval_estimates({key: value}, func, reps=REPS)
+            estimates[key] = (
+                float(np.ravel(points[key])[0]),
+                *map(float, np.ravel(intervals[key])[:2]),
+            )
     finally:
         np.random.set_state(outside)
-    return {
-        k: (float(np.ravel(points[k])[0]), *map(float, np.ravel(intervals[k])[:2])) for k in points
-    }
+    return estimates
 
 
 def _iqm_and_mean(scores: Mapping[str, np.ndarray]) -> dict[str, list[str]]:

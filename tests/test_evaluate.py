@@ -142,6 +142,23 @@ def test_intervals_by_hand(monkeypatch):
     np.random.seed(2)
     assert interval_section(x, by_game) == first
     assert np.random.random() == outside
+    # a method's intervals depend on its own runs only: a method added ahead of random (as a
+    # baseline finished later joins the plan) leaves the other rows as they were; one call
+    # over all methods drew their resamples one after the other
+    reptile = {
+        "A": {s: flat(7.0 - s) for s in seeds},
+        "B": {s: flat(2.0 + 2 * s % 3) for s in seeds},
+    }
+    grown = interval_section(
+        x,
+        {
+            g: {"leap": r["leap"], "reptile": reptile[g], "random": r["random"]}
+            for g, r in by_game.items()
+        },
+    )
+    assert any("| A | reptile |" in line for line in grown)
+    kept = lambda lines: [ln for ln in "\n".join(lines).splitlines() if "reptile" not in ln]  # noqa: E731
+    assert kept(grown) == kept(first)
 
 
 def test_curve_maths_imports_neither_ray_nor_torch():
